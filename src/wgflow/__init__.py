@@ -1,0 +1,29 @@
+"""wgflow: neural networks as measures over neurons, trained by Wasserstein gradient flows.
+
+Conventions (scalings, time, parameterisations) are those of ``DESIGN.md`` §1:
+a width-m network is the measure with masses ±1/m, and every flow runs in
+mean-field time.
+"""
+
+from wgflow.errors import InputError
+from wgflow.measure import Measure, uniform_measure
+from wgflow.objective import LOSSES, Loss, Objective, make_objective
+from wgflow.units import ACTIVATIONS, PARAMETERISATIONS, Activation, PlainNetwork, get_activation, get_parameterisation
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "InputError",
+    "LOSSES",
+    "Loss",
+    "Measure",
+    "Objective",
+    "PARAMETERISATIONS",
+    "PlainNetwork",
+    "get_activation",
+    "get_parameterisation",
+    "make_objective",
+    "uniform_measure",
+]

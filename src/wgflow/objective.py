@@ -1,0 +1,218 @@
+"""The objective F(μ) = R(f_μ) + λ ∫ V d|μ|, its first variation F' and ∇F' (DESIGN §1).
+
+``R(f) = Σ_j ℓ(f(x_j), y_j)`` (``reduction="sum"``, seed 001's loss exactly) or
+its mean over j. The first variation at a neuron θ carrying a mass of sign s is
+
+    F'(μ)(θ) = s Σ_j ∂ℓ(f_μ(x_j), y_j) φ_θ(x_j) + λ V(θ),
+
+and a particle of the Wasserstein gradient flow moves with velocity −∇_θ F'(μ)(θ)
+(projected on the tangent space when Θ is curved). For a width-m network
+with masses ±1/m this is −m ∇_{θ_k} F: the mean-field clock of DESIGN §1.
+
+The same code evaluates F on a particle cloud and on a grid of neurons: both
+are a :class:`~wgflow.measure.Measure`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from wgflow.errors import InputError, require
+from wgflow.measure import Measure
+from wgflow.units import Parameterisation, get_parameterisation
+
+# --------------------------------------------------------------------------- losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A pointwise loss ℓ(f, y); its derivative in f is taken by autodiff."""
+
+    name: str
+    fn: Callable[[Array, Array], Array]
+    labels: str = "real"  # "real" or "pm1" (labels must be ±1)
+
+    def __call__(self, f: Array, y: Array) -> Array:
+        return self.fn(f, y)
+
+
+LOSSES: dict[str, Loss] = {
+    # seed 001: (f − y)², no 1/2.
+    "square": Loss("square", lambda f, y: (f - y) ** 2),
+    "logistic": Loss("logistic", lambda f, y: jax.nn.softplus(-y * f), labels="pm1"),
+}
+
+
+def register_loss(loss: Loss) -> Loss:
+    LOSSES[loss.name] = loss
+    return loss
+
+
+def get_loss(loss: str | Loss) -> Loss:
+    if isinstance(loss, Loss):
+        return loss
+    if loss not in LOSSES:
+        raise InputError("loss", f"unknown loss {loss!r}", f"use one of {sorted(LOSSES)} or register_loss(...)")
+    return LOSSES[loss]
+
+
+REDUCTIONS = ("sum", "mean")
+
+# --------------------------------------------------------------------------- objective
+
+
+class Objective(eqx.Module):
+    """Data, unit, loss and weight decay: F, F', ∇F' on any :class:`Measure`.
+
+    Build it with :func:`make_objective`, which validates the input.
+    """
+
+    X: Array
+    y: Array
+    lam: Array
+    unit: Parameterisation = eqx.field(static=True)
+    loss: Loss = eqx.field(static=True)
+    reduction: str = eqx.field(static=True, default="sum")
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def outputs(self, mu: Measure, X: Array | None = None) -> Array:
+        """``f_μ(x_j)`` for the training inputs (or for ``X``)."""
+        X = self.X if X is None else X
+        return self.unit.features(mu.positions, X) @ mu.masses
+
+    def risk(self, f: Array) -> Array:
+        """``R(f)`` for outputs ``f`` at the training inputs."""
+        losses = self.loss(f, self.y)
+        return jnp.sum(losses) if self.reduction == "sum" else jnp.mean(losses)
+
+    def penalty(self, mu: Measure) -> Array:
+        """``λ ∫ V d|μ|``."""
+        return self.lam * jnp.sum(jnp.abs(mu.masses) * self.unit.regulariser(mu.positions))
+
+    def value(self, mu: Measure) -> Array:
+        """``F(μ)``."""
+        return self.risk(self.outputs(mu)) + self.penalty(mu)
+
+    def risk_gradient(self, mu: Measure) -> Array:
+        """``r_j = ∂R/∂f(x_j)`` at ``f_μ``: the data weights of the first variation."""
+        return jax.grad(self.risk)(self.outputs(mu))
+
+    def first_variation(self, mu: Measure, points: Array, signs: Array | float = 1.0) -> Array:
+        """``F'(μ)(θ)`` at ``points`` (K, D) for masses of the given sign(s)."""
+        r = self.risk_gradient(mu)
+        return signs * (r @ self.unit.features(points, self.X)) + self.lam * self.unit.regulariser(points)
+
+    def first_variation_grad(self, mu: Measure, points: Array, signs: Array | float = 1.0) -> Array:
+        """Euclidean ``∇_θ F'(μ)(θ)`` at ``points`` (K, D), with μ held fixed."""
+        r = jax.lax.stop_gradient(self.risk_gradient(mu))
+        signs = jnp.broadcast_to(jnp.asarray(signs, points.dtype), points.shape[:1])
+
+        def potential(th):
+            return jnp.sum(signs * (r @ self.unit.features(th, self.X))) + self.lam * jnp.sum(
+                self.unit.regulariser(th)
+            )
+
+        return jax.grad(potential)(points)
+
+    def value_and_velocity(self, mu: Measure) -> tuple[Array, Array]:
+        """``F(μ)`` and each particle's velocity ``−∇F'(μ)(θ_k)`` (tangent to Θ), in one pass.
+
+        One forward pass through the unit matrix Φ (n × m) and one backward pass.
+        """
+        pos, p = mu.positions, mu.masses
+        Phi, pull_features = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
+        V, pull_reg = jax.vjp(self.unit.regulariser, pos)
+        f = Phi @ p
+        R, r = jax.value_and_grad(self.risk)(f)
+        F = R + self.lam * jnp.sum(jnp.abs(p) * V)
+        s = mu.signs
+        (g_data,) = pull_features(r[:, None] * s[None, :])
+        (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
+        return F, self.unit.project_tangent(pos, -(g_data + g_reg))
+
+    def velocity(self, mu: Measure) -> Array:
+        return self.value_and_velocity(mu)[1]
+
+
+def as_float_array(a, field: str, dtype=None) -> np.ndarray:
+    try:
+        out = np.asarray(a, dtype=dtype if dtype is not None else None)
+    except (TypeError, ValueError) as exc:
+        raise InputError(field, f"cannot be read as a numeric array ({exc})") from None
+    if out.dtype.kind not in "fiu":
+        raise InputError(field, f"must be numeric, got dtype {out.dtype}")
+    if out.dtype.kind != "f":
+        out = out.astype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+    return out
+
+
+def validate_data(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes and finiteness of (X, y); returns float arrays of one dtype."""
+    X = as_float_array(X, "data.X")
+    y = as_float_array(y, "data.y")
+    require(X.ndim == 2, "data.X", f"must be a 2-D array (n, d), got shape {X.shape}", "reshape X to (n, d)")
+    require(X.shape[0] > 0 and X.shape[1] > 0, "data.X", f"is empty (shape {X.shape})", "give at least one sample")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    require(y.ndim == 1, "data.y", f"must be a 1-D array (n,), got shape {y.shape}", "give one scalar label per row of X")
+    require(
+        y.shape[0] == X.shape[0],
+        "data.y",
+        f"has {y.shape[0]} labels for {X.shape[0]} inputs",
+        "give one label per row of X",
+    )
+    for name, a in (("data.X", X), ("data.y", y)):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            idx = np.argwhere(bad)[0].tolist()
+            raise InputError(name, f"contains {int(bad.sum())} NaN/inf values (first at index {idx})", "clean or drop those rows")
+    dtype = np.result_type(X.dtype, y.dtype)
+    return X.astype(dtype), y.astype(dtype)
+
+
+def make_objective(
+    X,
+    y,
+    parameterisation: str | Parameterisation = "lifted",
+    activation: str = "relu",
+    loss: str | Loss = "square",
+    lam: float = 0.0,
+    reduction: str = "sum",
+) -> Objective:
+    """Validated :class:`Objective`; errors name the bad field before any compute."""
+    X, y = validate_data(X, y)
+    unit = get_parameterisation(parameterisation, activation)
+    loss = get_loss(loss)
+    require(reduction in REDUCTIONS, "reduction", f"unknown reduction {reduction!r}", f"use one of {list(REDUCTIONS)}")
+    import math
+    import numbers
+
+    require(
+        isinstance(lam, numbers.Real) and math.isfinite(lam) and lam >= 0,
+        "lam",
+        "the weight decay must be a finite number >= 0",
+        "set lam >= 0",
+        lam,
+    )
+    if loss.labels == "pm1":
+        require(
+            bool(np.all(np.isin(y, (-1.0, 1.0)))),
+            "data.y",
+            f"the {loss.name} loss needs labels in {{-1, +1}}",
+            "map the classes to -1 and +1",
+        )
+    return Objective(jnp.asarray(X), jnp.asarray(y), jnp.asarray(lam, dtype=X.dtype), unit, loss, reduction)
