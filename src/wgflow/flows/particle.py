@@ -25,7 +25,7 @@ from jax import Array
 
 from wgflow.errors import InputError, require
 from wgflow.flows.schedules import Schedule, step_sizes
-from wgflow.flows.trajectory import SaveAt, Trajectory, integrate
+from wgflow.flows.trajectory import SaveAt, Trajectory, integrate, integrate_batch
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 
@@ -39,7 +39,7 @@ def _check(objective: Objective, mu0: Measure) -> None:
     objective.unit.check_input_dim(mu0.dim, objective.d)
     require(bool(jnp.all(jnp.isfinite(mu0.positions))), "mu0.positions", "contain NaN/inf", "start from finite positions")
     require(bool(jnp.all(jnp.isfinite(mu0.masses))), "mu0.masses", "contain NaN/inf", "give finite masses")
-    if not objective.unit.signed_masses and objective.unit.name != "signed":
+    if not objective.unit.signed_masses:
         require(bool(jnp.all(mu0.masses >= 0)), "mu0.masses", f"'{objective.unit.name}' needs masses >= 0", "carry output signs in the position")
 
 
@@ -288,3 +288,29 @@ class _ImplicitStep:
 
     def __call__(self, objective, mu, eta):
         return implicit_step(objective, mu, eta, self.solver)
+
+
+def explicit_gd_sweep(
+    objective: Objective,
+    mus: Measure,
+    step_size: Schedule,
+    num_steps: int,
+    *,
+    save: SaveAt | None = None,
+    max_growth: float = 1e6,
+    block_size: int = 256,
+    callback: Callable | None = None,
+    stopped=None,
+):
+    """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on the same
+    objective and schedule, as one vmapped program. Runs of different widths are padded with
+    zero-mass particles (which do not change F nor the other particles' velocities).
+    Returns a :class:`~wgflow.flows.trajectory.BatchTrajectory`."""
+    require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
+    objective.unit.check_input_dim(mus.positions.shape[-1], objective.d)
+    require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
+    etas = step_sizes(step_size, num_steps)
+    return integrate_batch(
+        explicit_step, _value, objective, mus, etas, save=save, max_growth=max_growth,
+        block_size=block_size, callback=callback, name="explicit GD", stopped=stopped,
+    )

@@ -26,18 +26,24 @@ from wgflow.flows.schedules import times as schedule_times
 
 @dataclasses.dataclass(frozen=True)
 class SaveAt:
-    """Which states to keep: at mean-field ``times`` and/or ``every`` k steps (the start and end always)."""
+    """Which states to keep: at mean-field ``times``, ``every`` k steps and/or at given ``steps``
+    (the start and the end always)."""
 
     times: Sequence[float] | None = None
     every: int | None = None
+    steps: Sequence[int] | None = None
 
-    def steps(self, t: np.ndarray) -> np.ndarray:
+    def resolve(self, t: np.ndarray) -> np.ndarray:
         """Step indices to save, given the times ``t`` (length K + 1) of the schedule."""
         K = len(t) - 1
         chosen = {0, K}
         if self.every is not None:
             require(int(self.every) > 0, "save.every", "must be a positive number of steps", value=self.every)
             chosen.update(range(0, K + 1, int(self.every)))
+        if self.steps is not None:
+            for s in self.steps:
+                require(0 <= int(s) <= K, "save.steps", f"must lie in 0..{K}", value=s)
+                chosen.add(int(s))
         if self.times is not None:
             for s in self.times:
                 require(np.isfinite(s) and s >= 0, "save.times", "must be finite and >= 0", value=s)
@@ -91,9 +97,9 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-@partial(eqx.filter_jit)
-def _run_block(step_fn, args, state, etas, n_active, limit):
-    """``len(etas)`` steps of which the first ``n_active`` run; a step that would diverge is refused."""
+def _block(step_fn, args, state, stopped, etas, n_active, limit):
+    """``len(etas)`` steps of which the first ``n_active`` run; a step that would diverge is refused
+    and stops the run (``stopped``). Pure; vmapped over (state, stopped, limit) for sweeps."""
 
     def body(carry, xs):
         state, stopped = carry
@@ -116,11 +122,21 @@ def _run_block(step_fn, args, state, etas, n_active, limit):
         new, F, diag, bad = jax.lax.cond(active, run, skip, state)
         return (new, stopped | bad), (F, diag, bad)
 
-    (state, stopped), (F, diag, bad) = jax.lax.scan(body, (state, jnp.array(False)), (etas, jnp.arange(etas.shape[0])))
-    return state, F, diag, bad
+    (state, stopped), (F, diag, bad) = jax.lax.scan(body, (state, stopped), (etas, jnp.arange(etas.shape[0])))
+    return state, stopped, F, diag, bad
+
+
+_run_block = eqx.filter_jit(_block)
+
+
+@eqx.filter_jit
+def _run_block_batch(step_fn, args, states, stopped, etas, n_active, limits):
+    run = lambda st, sp, lim: _block(step_fn, args, st, sp, etas, n_active, lim)  # noqa: E731
+    return jax.vmap(run)(states, stopped, limits)
 
 
 _evaluate = eqx.filter_jit(lambda value_fn, args, state: value_fn(args, state))
+_evaluate_batch = eqx.filter_jit(lambda value_fn, args, states: jax.vmap(lambda st: value_fn(args, st))(states))
 
 
 def integrate(
@@ -146,7 +162,7 @@ def integrate(
     save = save or SaveAt()
     t = schedule_times(etas)
     K = len(etas)
-    save_steps = save.steps(t)
+    save_steps = save.resolve(t)
     require(max_growth > 1, "max_growth", "must be > 1", value=max_growth)
     require(int(block_size) > 0, "block_size", "must be a positive integer", value=block_size)
     dtype = jnp.result_type(float)
@@ -169,7 +185,7 @@ def integrate(
         n = target - k
         block_etas = np.zeros(B)
         block_etas[:n] = etas[k:target]
-        state, F, diag, bad = _run_block(step_fn, args, state, jnp.asarray(block_etas, dtype), jnp.asarray(n), limit)
+        state, _, F, diag, bad = _run_block(step_fn, args, state, jnp.array(False), jnp.asarray(block_etas, dtype), jnp.asarray(n), limit)
         F, bad = np.asarray(F)[:n], np.asarray(bad)[:n]
         objective[k:target] = F
         for key, v in diag.items():
@@ -216,6 +232,139 @@ def _record(t, objective, save_t, save_s, snaps, final, status, message, diags, 
         final=final,
         status=status,
         message=message,
+        diagnostics=diagnostics,
+        seconds=_time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchTrajectory:
+    """R runs of one flow advanced together (one compiled, vmapped program).
+
+    ``objective`` is (R, K + 1), NaN after a run's stop; ``stop_step[r]`` is K for a
+    completed run, else the step at which run r diverged; ``snapshots`` leaves are
+    (S, R, ...); ``final`` leaves are (R, ...); ``diagnostics`` arrays are (R, K).
+    """
+
+    times: np.ndarray
+    objective: np.ndarray
+    save_times: np.ndarray
+    save_steps: np.ndarray
+    snapshots: Any
+    final: Any
+    stop_step: np.ndarray
+    status: list[str]
+    messages: list[str]
+    diagnostics: dict[str, np.ndarray]
+    seconds: float = 0.0
+
+    @property
+    def num_runs(self) -> int:
+        return self.objective.shape[0]
+
+    def final_objective(self) -> np.ndarray:
+        """F at each run's last good step."""
+        return self.objective[np.arange(self.num_runs), self.stop_step]
+
+
+def integrate_batch(
+    step_fn: Callable,
+    value_fn: Callable,
+    args: Any,
+    states: Any,
+    etas: np.ndarray,
+    *,
+    save: SaveAt | None = None,
+    max_growth: float = 1e6,
+    block_size: int = 256,
+    callback: Callable[[int, float, np.ndarray], None] | None = None,
+    name: str = "flow",
+    stopped: np.ndarray | None = None,
+) -> BatchTrajectory:
+    """:func:`integrate` for a batch of states (leading axis R) sharing ``args`` and the schedule.
+
+    Each run stops on its own when it diverges (its state is frozen at its last good
+    step); the others go on. ``callback(step, time, objectives)`` gets the (R,) objectives.
+    """
+    save = save or SaveAt()
+    t = schedule_times(etas)
+    K = len(etas)
+    save_steps = save.resolve(t)
+    require(max_growth > 1, "max_growth", "must be > 1", value=max_growth)
+    dtype = jnp.result_type(float)
+    start = _time.perf_counter()
+    F0 = np.asarray(_evaluate_batch(value_fn, args, states))
+    R = F0.shape[0]
+    if not np.all(np.isfinite(F0) | (np.asarray(stopped, bool) if stopped is not None else False)):
+        r = int(np.argmin(np.isfinite(F0)))
+        raise InputError("initial state", f"run {r}: the objective at the start of the {name} is {F0[r]}", "check the data and the initial measures")
+    limits = jnp.asarray(max_growth * np.maximum(np.abs(np.nan_to_num(F0, nan=1.0)), 1e-300), dtype)
+
+    B = int(min(block_size, K))
+    objective = np.full((R, K + 1), np.nan)
+    stop_step = np.full(R, K)
+    already = np.zeros(R, bool) if stopped is None else np.asarray(stopped, bool)
+    stop_step[already] = 0
+    stopped = jnp.asarray(already)
+    diags: dict[str, list] = {}
+    snaps, saved = [states], [0]
+    next_save_idx, k = 1, 0
+    while k < K and not bool(np.all(np.asarray(stopped))):
+        target = min(k + B, int(save_steps[next_save_idx]))
+        n = target - k
+        block_etas = np.zeros(B)
+        block_etas[:n] = etas[k:target]
+        states, stopped, F, diag, bad = _run_block_batch(
+            step_fn, args, states, stopped, jnp.asarray(block_etas, dtype), jnp.asarray(n), limits
+        )
+        F, bad = np.asarray(F)[:, :n], np.asarray(bad)[:, :n]
+        objective[:, k:target] = F
+        for key, v in diag.items():
+            diags.setdefault(key, []).append(np.asarray(v)[:, :n])
+        for r in np.flatnonzero(bad.any(axis=1)):
+            stop_step[r] = k + int(np.argmax(bad[r]))
+        k = target
+        if k == save_steps[next_save_idx]:
+            snaps.append(states)
+            saved.append(k)
+            next_save_idx += 1
+        if callback is not None:
+            callback(k, float(t[k]), F[:, -1])
+    if k < K:  # every run stopped early: the rest of the schedule is not run
+        snaps.append(states)
+        saved.append(k)
+    objective[:, k] = np.where(stop_step >= k, np.asarray(_evaluate_batch(value_fn, args, states)), objective[:, k])
+    status, messages = [], []
+    for r in range(R):
+        s = int(stop_step[r])
+        objective[r, s + 1 :] = np.nan
+        if already[r]:
+            status.append("stopped")
+            messages.append(f"{name} run {r} was stopped before this call")
+        elif s < K:
+            status.append("diverged")
+            messages.append(
+                f"{name} run {r} diverged at step {s} (t = {t[s]:.6g}): the objective became {objective[r, s]:.3g}; "
+                f"reduce the step size (it was {etas[s]:.3g}) or use a decaying schedule"
+            )
+        else:
+            status.append("completed")
+            messages.append(f"{name} run {r}: {K} steps to t = {t[K]:.6g}")
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *snaps)
+    diagnostics = {key: np.concatenate(v, axis=1) for key, v in diags.items()}
+    return BatchTrajectory(
+        times=t,
+        objective=objective,
+        save_times=t[saved],
+        save_steps=np.asarray(saved, dtype=np.int64),
+        snapshots=stacked,
+        final=jax.tree_util.tree_map(np.asarray, states),
+        stop_step=stop_step,
+        status=status,
+        messages=messages,
         diagnostics=diagnostics,
         seconds=_time.perf_counter() - start,
     )

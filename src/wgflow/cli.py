@@ -1,0 +1,128 @@
+"""The ``wgflow`` command line: list, config, run, report (and optimum, bench)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Wasserstein gradient flows of neural networks: run, inspect and report experiments.")
+
+
+def _x64():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("list")
+def list_experiments() -> None:
+    """The named experiments, one line each."""
+    from wgflow import experiments
+    from wgflow.experiments.config import load_toml
+
+    for name, path in experiments.named().items():
+        desc = load_toml(path).get("description", "")
+        typer.echo(f"{name:24s} {desc}")
+
+
+@app.command("config")
+def show_config(
+    name: str = typer.Argument(..., help="a named experiment or a TOML file"),
+    quick: bool = typer.Option(False, "--quick", help="the --quick version"),
+    set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
+    describe: bool = typer.Option(False, "--describe", help="list every field with its default and description"),
+) -> None:
+    """Print a named experiment's full resolved config (TOML)."""
+    from wgflow import experiments
+    from wgflow.errors import InputError
+    from wgflow.experiments.config import describe as describe_fields, dump_toml
+
+    try:
+        module, cfg = experiments.load(name, set_, quick)
+    except InputError as exc:
+        _fail(exc)
+    if describe:
+        for key, default, desc in describe_fields(module.Config):
+            typer.echo(f"{key:32s} {default:24s} {desc}")
+    else:
+        typer.echo(dump_toml(cfg), nl=False)
+
+
+@app.command("run")
+def run(
+    name: str = typer.Argument("chizat-bach-relu", help="a named experiment (wgflow list) or a TOML file"),
+    set_: List[str] = typer.Option([], "--set", help="override a config field: section.key=value (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/NAME)"),
+    quick: bool = typer.Option(False, "--quick", help="a small version of the same experiment (well under a minute)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+) -> None:
+    """Run an experiment; writes config, summary.json, metrics.csv, checkpoints and figures to one folder."""
+    _x64()
+    from wgflow import experiments
+    from wgflow.errors import InputError
+
+    try:
+        rd, summary = experiments.run(name, set_, out, quick, resume)
+    except InputError as exc:
+        _fail(exc)
+    _print_summary(summary)
+    typer.echo(f"\nwrote {rd.path}/: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
+
+
+@app.command("report")
+def report(directory: Path = typer.Argument(..., help="the folder of a finished run")) -> None:
+    """Re-draw the figures of a finished run and print its summary."""
+    _x64()
+    from wgflow import experiments
+    from wgflow.errors import InputError
+
+    try:
+        summary = experiments.report(directory)
+    except InputError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=sys.stdout, width=140)
+    console.print(f"[bold]{summary.get('experiment')}[/bold]  ({summary.get('seconds', 0):.1f} s)")
+    table_rows = summary.get("table") or []
+    if table_rows:
+        cols = list(table_rows[0].keys())
+        t = Table(*cols)
+        for row in table_rows:
+            t.add_row(*[_fmt(row.get(c)) for c in cols])
+        console.print(t)
+    opt = summary.get("global_min")
+    if opt:
+        for k, v in opt.items():
+            if v:
+                console.print(f"certified global minimum for {k}: F* = {v['value']:.8g} (bounds [{v['lower_bound']:.8g}, {v['upper_bound']:.8g}])")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

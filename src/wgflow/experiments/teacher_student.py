@@ -1,0 +1,331 @@
+"""Teacher–student sweeps over widths and seeds (Chizat & Bach 2018, §4; seeds 000 and 002).
+
+For each parameterisation and width m, all seeds run as one vmapped program of
+explicit particle gradient descent in mean-field time, checkpointed every
+``output.checkpoint_every`` steps. The run folder gets:
+
+- ``summary.json``: per run (parameterisation, width, seed) the final objective,
+  the final ‖∇F'‖_{L²(μ)} and whether the run converged; per (parameterisation,
+  width) the table of medians and success fractions (see docs/experiments.md);
+- ``metrics.csv``: objective and ‖∇F'‖ at log-spaced steps for every run;
+- ``results.npz``: what the figures are drawn from (``wgflow report`` re-draws them);
+- figures ``paths``, ``objective``, ``final_vs_width`` (PNG + PDF), ``particles.gif``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from pydantic import Field
+
+from wgflow import plots
+from wgflow.experiments import optimum_support
+from wgflow.experiments.config import Section, dump_toml
+from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
+from wgflow.experiments.sections import (
+    ActivationName,
+    DataSection,
+    InitSection,
+    OutputSection,
+    ParamName,
+    ScheduleSection,
+    SweepSection,
+    recorded_steps,
+)
+from wgflow.flows.particle import explicit_gd_sweep
+from wgflow.flows.schedules import times as schedule_times
+from wgflow.flows.trajectory import SaveAt
+from wgflow.init import initial_measure
+from wgflow.measure import Measure
+from wgflow.objective import Objective, make_objective
+from wgflow.units import Parameterisation
+
+KIND = "teacher_student"
+
+
+class ModelSection(Section):
+    """The student: parameterisations (each is its own sweep), activation, loss, weight decay."""
+
+    parameterisations: list[ParamName] = Field(["signed_square", "lifted"], description="parameterisations to train (DESIGN §1)")
+    activation: ActivationName = Field("relu", description="the student's activation σ")
+    loss: Literal["square", "logistic"] = Field("square", description="pointwise loss ℓ (square: (f − y)², no 1/2)")
+    lam: float = Field(1e-3, ge=0, description="weight decay λ (F = R + λ ∫ V d|μ|)")
+    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j ℓ ('sum', seed 001) or its mean over j")
+    dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision of the run")
+
+
+class TrainSection(ScheduleSection):
+    """Explicit particle gradient descent."""
+
+    grad_tol: float = Field(1e-4, gt=0, description="a run has converged when its final ‖∇F'‖_{L²(μ)} is below this")
+    max_growth: float = Field(1e6, gt=1, description="a run whose objective grows by this factor is stopped as diverged")
+    success_tol: float = Field(1e-3, gt=0, description="success: relative excess (F − F*)/F* below this (ReLU, certified F*)")
+
+
+class Config(Section):
+    name: str = Field("teacher-student", description="experiment name")
+    kind: Literal["teacher_student"] = Field(KIND, description="experiment kind (which runner reads this file)")
+    description: str = Field("", description="one line shown by `wgflow list`")
+    data: DataSection = Field(default_factory=DataSection, description="teacher–student data")
+    model: ModelSection = Field(default_factory=ModelSection, description="the student")
+    init: InitSection = Field(default_factory=InitSection, description="initial measures")
+    sweep: SweepSection = Field(default_factory=SweepSection, description="widths × seeds")
+    train: TrainSection = Field(default_factory=TrainSection, description="gradient descent")
+    output: OutputSection = Field(default_factory=OutputSection, description="files written")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def plane_coordinates(unit: Parameterisation, positions: np.ndarray, masses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each particle as the point ``|c(θ)| v(θ)`` of input space and a sign, where
+    ``φ_θ(x) = c(θ) σ(v(θ)·x)``: for ReLU the particle's unit is ``±relu(u·x)`` with this u,
+    the 2-homogeneous representative Chizat & Bach draw (for ``lifted``, ``u = |α| w``).
+    The sign is that of the particle's output weight times its mass."""
+    pos, p = jnp.asarray(positions), jnp.asarray(masses)
+    c = jnp.broadcast_to(jnp.asarray(unit.output_weight(pos)), p.shape)
+    u = jnp.abs(c)[:, None] * unit.direction(pos)
+    return np.asarray(u), np.asarray(jnp.where(c * p < 0, -1.0, 1.0))
+
+
+def _initial_batch(cfg: Config, unit_name: str, m: int, d: int, dtype) -> Measure:
+    mus = [
+        initial_measure(
+            jax.random.fold_in(jax.random.PRNGKey(seed), m), unit_name, m, d, distribution=cfg.init.distribution,
+            scale=cfg.init.scale, beta=cfg.init.beta, output=cfg.init.output, signs=cfg.init.signs, dtype=dtype,
+        )
+        for seed in cfg.sweep.seeds
+    ]
+    return Measure(jnp.stack([u.positions for u in mus]), jnp.stack([u.masses for u in mus]))
+
+
+@jax.jit
+def _final_diagnostics(objective: Objective, mus: Measure):
+    def one(mu):
+        F, v = objective.value_and_velocity(mu)
+        w = jnp.abs(mu.masses)
+        return F, jnp.sqrt(jnp.sum(w * jnp.sum(v * v, axis=-1)) / jnp.sum(w))
+
+    return jax.vmap(one)(mus)
+
+
+def _group_key(param: str, m: int) -> str:
+    return f"{param}/m{m}"
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
+    dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
+    ds = cfg.data.make(dtype)
+    etas = cfg.train.etas()
+    K = len(etas)
+    t = schedule_times(etas)
+    rec = recorded_steps(K, cfg.output.metrics_points)
+    snaps = np.unique(np.linspace(0, K, cfg.output.snapshots).round().astype(int))
+    fp = fingerprint(dump_toml(cfg))
+    groups = [(p, m) for p in cfg.model.parameterisations for m in cfg.sweep.widths]
+    results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
+    start = time.perf_counter()
+    optima = {}
+    with Progress(len(groups) * K, cfg.name, enabled=progress) as bar:
+        for gi, (param, m) in enumerate(groups):
+            objective = make_objective(ds.X, ds.y, param, cfg.model.activation, cfg.model.loss, cfg.model.lam, cfg.model.reduction)
+            if param not in optima:
+                optima[param] = optimum_support.global_minimum(objective)
+            mus = _initial_batch(cfg, param, m, objective.d, dtype)
+            R = mus.positions.shape[0]
+            state0 = {"mus": mus, "stopped": np.zeros(R, bool)}
+
+            def advance(state, k0, k1, objective=objective, gi=gi):
+                local_rec = rec[(rec >= k0) & (rec < k1)]
+                local_snap = snaps[(snaps >= k0) & (snaps < k1)]
+
+                def cb(k, _t, F):
+                    bar.update(gi * K + k0 + k, f"F median {np.nanmedian(F):.4g}")
+
+                bt = explicit_gd_sweep(
+                    objective, state["mus"], lambda k: etas[k0 + k], k1 - k0,
+                    save=SaveAt(steps=(local_snap - k0).tolist()), max_growth=cfg.train.max_growth,
+                    block_size=1000, callback=cb, stopped=state["stopped"],
+                )
+                idx = {s: i for i, s in enumerate(bt.save_steps)}
+                stopped = np.asarray(state["stopped"]) | (bt.stop_step < (k1 - k0))
+                out = {
+                    "objective": bt.objective[:, local_rec - k0],
+                    "speed": bt.diagnostics["speed"][:, local_rec - k0],
+                    "snap_positions": np.stack([bt.snapshots.positions[idx[s - k0]] for s in local_snap]) if len(local_snap) else np.zeros((0, *mus.positions.shape)),
+                    "stop_step": np.where(bt.stop_step < (k1 - k0), bt.stop_step + k0, K)[None],
+                }
+                return {"mus": bt.final, "stopped": stopped}, out
+
+            state, records = run_segments(
+                rd, _group_key(param, m).replace("/", "-"), K, cfg.output.checkpoint_every, state0, advance,
+                resume=resume, fingerprint=fp, concat_axis={"objective": 1, "speed": 1},
+            )
+            final = Measure(jnp.asarray(state["mus"].positions), jnp.asarray(state["mus"].masses))
+            F_end, speed_end = (np.asarray(a) for a in _final_diagnostics(objective, final))
+            stop_step = records["stop_step"].min(axis=0)
+            diverged = stop_step < K
+            F_end = np.where(diverged, np.nan, F_end)
+            key = _group_key(param, m)
+            results[f"{key}/objective"] = np.concatenate([records["objective"], F_end[:, None]], axis=1)
+            results[f"{key}/speed"] = np.concatenate([records["speed"], speed_end[:, None]], axis=1)
+            results[f"{key}/snapshots"] = np.concatenate([records["snap_positions"], np.asarray(final.positions)[None]], axis=0)
+            results[f"{key}/masses"] = np.asarray(final.masses)
+            results[f"{key}/stop_step"] = stop_step
+    seconds = time.perf_counter() - start
+    for param, opt in optima.items():
+        if opt is not None:
+            results[f"{param}/global_min"] = np.asarray(opt.value)
+    rd.save_npz("results.npz", **results)
+    summary = summarise(cfg, results, optima, seconds)
+    rd.write_json("summary.json", summary)
+    rd.write_text("metrics.csv", metrics_csv(cfg, results))
+    draw(cfg, rd, results, summary)
+    return summary
+
+
+def summarise(cfg: Config, results: dict, optima: dict, seconds: float) -> dict:
+    runs, table = [], []
+    K = cfg.train.num_steps
+    for param in cfg.model.parameterisations:
+        opt = optima.get(param)
+        for m in cfg.sweep.widths:
+            key = _group_key(param, m)
+            F = results[f"{key}/objective"][:, -1]
+            speed = results[f"{key}/speed"][:, -1]
+            stop = results[f"{key}/stop_step"]
+            excess_rows = []
+            for r, seed in enumerate(cfg.sweep.seeds):
+                row = {
+                    "parameterisation": param, "width": m, "seed": seed,
+                    "final_objective": F[r], "final_grad_norm": speed[r],
+                    "converged": bool(stop[r] >= K and speed[r] < cfg.train.grad_tol),
+                    "status": "diverged" if stop[r] < K else "completed",
+                }
+                if opt is not None:
+                    ex, rel = optimum_support.excess(F[r], opt)
+                    row.update(excess=ex, relative_excess=rel, success=bool(np.isfinite(rel) and rel < cfg.train.success_tol))
+                    excess_rows.append(row)
+                runs.append(row)
+            entry = {
+                "parameterisation": param, "width": m, "seeds": len(cfg.sweep.seeds),
+                "converged": int(sum(r["converged"] for r in runs[-len(cfg.sweep.seeds):])),
+                "median_final_objective": float(np.nanmedian(F)) if np.isfinite(F).any() else None,
+                "min_final_objective": float(np.nanmin(F)) if np.isfinite(F).any() else None,
+            }
+            if opt is not None:
+                entry["success_fraction"] = float(np.mean([r["success"] for r in excess_rows]))
+                entry["median_excess"] = float(np.nanmedian([r["excess"] for r in excess_rows]))
+                entry["median_relative_excess"] = float(np.nanmedian([r["relative_excess"] for r in excess_rows]))
+            table.append(entry)
+    return {
+        "experiment": cfg.name,
+        "kind": KIND,
+        "final_time": float(results["times"][-1]),
+        "num_steps": K,
+        "seconds": seconds,
+        "global_min": {p: (optimum_support.describe(o) if o is not None else None) for p, o in optima.items()},
+        "success_tol": cfg.train.success_tol,
+        "table": table,
+        "runs": runs,
+    }
+
+
+def metrics_csv(cfg: Config, results: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["parameterisation", "width", "seed", "step", "time", "objective", "grad_norm"])
+    steps, times = results["steps"], results["times"]
+    for param in cfg.model.parameterisations:
+        for m in cfg.sweep.widths:
+            key = _group_key(param, m)
+            F, S = results[f"{key}/objective"], results[f"{key}/speed"]
+            for r, seed in enumerate(cfg.sweep.seeds):
+                for i, (k, tt) in enumerate(zip(steps, times)):
+                    w.writerow([param, m, seed, int(k), f"{tt:.10g}", f"{F[r, i]:.12g}", f"{S[r, i]:.6g}"])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
+    from wgflow.units import get_parameterisation
+
+    ds_teacher = cfg.data.make().teacher
+    teacher_dirs = np.asarray(ds_teacher.W)[:, :2]
+    teacher_signs = np.sign(np.asarray(ds_teacher.alpha))
+    seed0 = 0
+    in_plane = cfg.data.d + int(cfg.data.bias) == 2
+    coord = "" if in_plane else " (first two coordinates)"
+    panels, gif_panels = [], []
+    for param in cfg.model.parameterisations:
+        unit = get_parameterisation(param, cfg.model.activation)
+        for m in cfg.sweep.widths:
+            key = _group_key(param, m)
+            snaps = results[f"{key}/snapshots"][:, seed0]
+            masses = results[f"{key}/masses"][seed0]
+            coords = np.stack([plane_coordinates(unit, s, masses)[0][:, :2] for s in snaps])
+            signs = plane_coordinates(unit, snaps[-1], masses)[1]
+            F_end = results[f"{key}/objective"][seed0, -1]
+            panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}"}
+            panels.append(panel)
+            if param == cfg.model.parameterisations[0]:
+                gif_panels.append({**panel, "title": f"{param}, m = {m}"})
+    xl, yl = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
+    fig = plots.particle_paths(
+        panels, teacher_dirs if in_plane else None, teacher_signs, xlabel=xl + coord, ylabel=yl,
+        title=f"{cfg.name}: particle paths (seed {cfg.sweep.seeds[seed0]}); unit of a particle: ±σ(u·x)",
+    )
+    rd.savefig(fig, "paths")
+    plots.close(fig)
+
+    optima = summary["global_min"]
+    bands = []
+    for param in cfg.model.parameterisations:
+        fstar = (optima.get(param) or {}).get("value")
+        curves = {}
+        for m in cfg.sweep.widths:
+            vals = results[f"{_group_key(param, m)}/objective"]
+            curves[f"m = {m}"] = (results["times"], vals - fstar if fstar is not None else vals)
+        bands.append({"curves": curves, "title": param})
+    ylabel = r"excess $F(\mu_t) - F^*$" if any(optima.get(p) for p in cfg.model.parameterisations) else r"objective $F(\mu_t)$"
+    fig = plots.objective_bands(bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median and min–max over {len(cfg.sweep.seeds)} seeds")
+    rd.savefig(fig, "objective")
+    plots.close(fig)
+
+    series = {}
+    for param in cfg.model.parameterisations:
+        fstar = (optima.get(param) or {}).get("value")
+        vals = [results[f"{_group_key(param, m)}/objective"][:, -1] - (fstar or 0.0) for m in cfg.sweep.widths]
+        series[param] = (np.asarray(cfg.sweep.widths), vals)
+    any_opt = any(optima.get(p) for p in cfg.model.parameterisations)
+    fig = plots.final_vs_width(
+        series,
+        ylabel=r"final excess $F(\mu_T) - F^*$" if any_opt else r"final objective $F(\mu_T)$",
+        title=f"{cfg.name}: at t = {results['times'][-1]:.4g}",
+    )
+    rd.savefig(fig, "final_vs_width")
+    plots.close(fig)
+
+    if cfg.output.animation and gif_panels:
+        from wgflow.experiments.rundir import atomic_write_bytes
+
+        data = plots.particles_gif(gif_panels, results["snapshot_times"], teacher_dirs if in_plane else None, teacher_signs, xlabel=xl, ylabel=yl)
+        atomic_write_bytes(rd / "particles.gif", data)
+
+
+def report(cfg: Config, rd: RunDir) -> dict:
+    results = rd.load_npz("results.npz")
+    summary = rd.read_json("summary.json")
+    draw(cfg, rd, results, summary)
+    return summary

@@ -1,0 +1,246 @@
+"""Figures and animations. Every axis is labelled with its quantity (and unit where it has one).
+
+Functions take plain arrays and return a matplotlib ``Figure``; the experiment
+runner saves them (PNG + PDF) atomically.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+POS, NEG = "#c0392b", "#2471a3"  # output weight > 0: red, < 0: blue (Chizat & Bach's colours)
+TIME_LABEL = "mean-field time t (Σ of step sizes)"
+
+
+def _grid(n_panels: int, ncols: int | None = None, size: float = 3.4):
+    ncols = ncols or min(n_panels, 4)
+    nrows = int(np.ceil(n_panels / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def _teacher_rays(ax, directions, signs, lim):
+    """Dashed rays from the origin along the teacher neurons' directions (only the direction
+    of a neuron is identifiable in the mean-field limit: mass and scale trade off)."""
+    for w, s in zip(directions, signs):
+        n = np.linalg.norm(w)
+        if n > 0:
+            end = w / n * lim * 1.5
+            ax.plot([0, end[0]], [0, end[1]], ls="--", lw=1.0, color=POS if s > 0 else NEG, alpha=0.9, zorder=1)
+
+
+def particle_paths(
+    panels: Sequence[dict],
+    teacher_directions: np.ndarray | None = None,
+    teacher_signs: np.ndarray | None = None,
+    xlabel: str = r"$u_1$",
+    ylabel: str = r"$u_2$",
+    title: str | None = None,
+):
+    """Each panel: ``paths`` (S, m, 2) over saved times, ``signs`` (m,), ``title``.
+
+    Paths are drawn thin, end points as dots, the teacher neurons' directions as dashed
+    rays (as in Chizat & Bach 2018, Fig. 2).
+    """
+    fig, axes = _grid(len(panels))
+    for ax, panel in zip(axes, panels):
+        paths, signs = np.asarray(panel["paths"]), np.asarray(panel["signs"])
+        for k in range(paths.shape[1]):
+            color = POS if signs[k] > 0 else NEG
+            ax.plot(paths[:, k, 0], paths[:, k, 1], color=color, lw=0.7, alpha=0.8)
+        ax.scatter(paths[-1, :, 0], paths[-1, :, 1], c=[POS if s > 0 else NEG for s in signs], s=10, zorder=3)
+        lim = max(np.nanmax(np.abs(paths)) if paths.size else 1.0, 1e-12) * 1.1
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        if teacher_directions is not None:
+            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim)
+        ax.axhline(0, color="0.85", lw=0.5, zorder=0)
+        ax.axvline(0, color="0.85", lw=0.5, zorder=0)
+        ax.set_aspect("equal")
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=POS, label="output weight > 0"), Line2D([], [], color=NEG, label="output weight < 0")]
+    if teacher_directions is not None:
+        handles.append(Line2D([], [], color="0.3", ls="--", label="teacher neuron directions"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def objective_bands(
+    panels: Sequence[dict],
+    ylabel: str = r"objective $F(\mu_t)$",
+    logy: bool = True,
+    logx: bool = False,
+    title: str | None = None,
+    hline: float | None = None,
+    hline_label: str = "",
+):
+    """Each panel: ``curves`` = {label: (times (T,), values (seeds, T))}, ``title``.
+
+    Draws the median over seeds and the band between the min and max.
+    """
+    fig, axes = _grid(len(panels), ncols=min(len(panels), 2), size=4.6)
+    for ax, panel in zip(axes, panels):
+        for i, (label, (t, values)) in enumerate(panel["curves"].items()):
+            values = np.asarray(values, dtype=float)
+            color = plt.cm.viridis(i / max(len(panel["curves"]) - 1, 1))
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(values, axis=0)
+                lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            tt = np.asarray(t)
+            keep = tt > 0 if logx else np.ones_like(tt, bool)
+            ax.plot(tt[keep], med[keep], color=color, lw=1.5, label=f"{label} (median)")
+            ax.fill_between(tt[keep], lo[keep], hi[keep], color=color, alpha=0.18, lw=0)
+        if hline is not None:
+            ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(TIME_LABEL)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def final_vs_width(
+    series: dict[str, tuple[np.ndarray, list[np.ndarray]]],
+    ylabel: str = r"final objective $F(\mu_T)$",
+    logy: bool = True,
+    title: str | None = None,
+    threshold: float | None = None,
+    threshold_label: str = "",
+):
+    """``series`` = {label: (widths, [values per width (seeds,)])}: every seed as a dot, medians joined."""
+    fig, ax = plt.subplots(figsize=(5.4, 4.0))
+    rng = np.random.default_rng(0)
+    for i, (label, (widths, values)) in enumerate(series.items()):
+        color = plt.cm.tab10(i)
+        widths = np.asarray(widths, dtype=float)
+        meds = []
+        for w, v in zip(widths, values):
+            v = np.asarray(v, dtype=float)
+            jitter = w * np.exp(rng.uniform(-0.06, 0.06, size=v.shape))
+            ax.scatter(jitter, v, s=14, color=color, alpha=0.6, lw=0)
+            meds.append(np.nanmedian(v))
+        ax.plot(widths, meds, "-o", color=color, label=f"{label} (median over seeds)")
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=threshold_label)
+    ax.set_xscale("log")
+    all_widths = sorted({float(w) for widths, _ in series.values() for w in np.asarray(widths)})
+    ax.set_xticks(all_widths)
+    ax.set_xticklabels([f"{w:g}" for w in all_widths])
+    ax.minorticks_off()
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("student width m (neurons)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def lines(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    xlabel: str = TIME_LABEL,
+    ylabel: str = r"objective $F(\mu_t)$",
+    logy: bool = True,
+    logx: bool = False,
+    title: str | None = None,
+    styles: dict[str, dict] | None = None,
+):
+    """One line per label: ``curves`` = {label: (x, y)}."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, label=label, **(styles or {}).get(label, {}))
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def particles_gif(
+    panels: Sequence[dict],
+    times: np.ndarray,
+    teacher_directions: np.ndarray | None = None,
+    teacher_signs: np.ndarray | None = None,
+    xlabel: str = r"$u_1$",
+    ylabel: str = r"$u_2$",
+    fps: int = 12,
+    max_frames: int = 80,
+) -> bytes:
+    """An animated GIF (bytes) of the particles of each panel moving over the saved times."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    S = len(times)
+    frames = np.unique(np.linspace(0, S - 1, min(S, max_frames)).astype(int))
+    fig, axes = _grid(len(panels), size=3.0)
+    artists = []
+    for ax, panel in zip(axes, panels):
+        paths, signs = np.asarray(panel["paths"]), np.asarray(panel["signs"])
+        lim = max(np.nanmax(np.abs(paths)) if paths.size else 1.0, 1e-12) * 1.1
+        if teacher_directions is not None:
+            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_title(panel.get("title", ""), fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        scat = ax.scatter(paths[0, :, 0], paths[0, :, 1], c=[POS if s > 0 else NEG for s in signs], s=12)
+        artists.append((scat, paths))
+    label = fig.suptitle("")
+
+    def update(i):
+        for scat, paths in artists:
+            scat.set_offsets(paths[i])
+        label.set_text(f"t = {times[i]:.4g}")
+        return [a for a, _ in artists] + [label]
+
+    anim = FuncAnimation(fig, update, frames=frames, blit=False)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "anim.gif"
+        anim.save(path, writer=PillowWriter(fps=fps))
+        data = path.read_bytes()
+    plt.close(fig)
+    return data
+
+
+def close(fig) -> None:
+    plt.close(fig)
+
+
+__all__ = ["particle_paths", "objective_bands", "final_vs_width", "lines", "particles_gif", "close"]
