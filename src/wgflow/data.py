@@ -59,14 +59,15 @@ def teacher_student(
     bias: bool = False,
     inputs: str = "sphere",
     teacher_signs: str = "random",
+    teacher_scale: float = 1.0,
     noise: float = 0.0,
     dtype=None,
 ) -> Dataset:
     """Labels from a teacher ``f*(x) = Σᵢ αᵢ σ(wᵢ·x)`` with ``m0`` neurons.
 
     Inputs are uniform on the unit sphere of R^d (``inputs="sphere"``) or N(0, I_d).
-    Teacher neurons have ``wᵢ`` uniform on the unit sphere of the (bias-augmented)
-    input space and ``αᵢ = ±1`` (``teacher_signs`` ``random`` or ``positive``);
+    Teacher neurons have ``wᵢ`` uniform on the sphere of radius ``teacher_scale`` of the
+    (bias-augmented) input space and ``αᵢ = ±1`` (``teacher_signs`` ``random`` or ``positive``);
     ``noise`` adds N(0, noise²) to the labels. ``dtype`` defaults to float64 when
     ``jax_enable_x64`` is on, float32 otherwise.
     """
@@ -76,6 +77,7 @@ def teacher_student(
     require(inputs in INPUTS, "data.inputs", f"unknown input law {inputs!r}", f"use one of {list(INPUTS)}")
     require(teacher_signs in ("random", "positive"), "data.teacher_signs", "must be 'random' or 'positive'", value=teacher_signs)
     require_positive(noise, "data.noise", allow_zero=True)
+    require_positive(teacher_scale, "data.teacher_scale")
     sigma = get_activation(activation)
     dtype = dtype or jnp.result_type(float)
     kx, kw, ka, kn = jax.random.split(key, 4)
@@ -83,7 +85,7 @@ def teacher_student(
     X = np.asarray(X)
     if bias:
         X = with_bias(X)
-    W = on_sphere(kw, m0, X.shape[1], 1.0, dtype)
+    W = on_sphere(kw, m0, X.shape[1], teacher_scale, dtype)
     alpha = random_signs(ka, m0, dtype) if teacher_signs == "random" else jnp.ones((m0,), dtype)
     teacher = PlainNetwork(np.asarray(W), np.asarray(alpha))
     y = np.asarray(teacher.outputs(jnp.asarray(X), sigma))

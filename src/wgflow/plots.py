@@ -174,7 +174,9 @@ def lines(
     """One line per label: ``curves`` = {label: (x, y)}."""
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for label, (x, y) in curves.items():
-        ax.plot(x, y, label=label, **(styles or {}).get(label, {}))
+        x, y = np.asarray(x), np.asarray(y)
+        keep = x > 0 if logx else np.ones(x.shape, bool)
+        ax.plot(x[keep], y[keep], label=label, **(styles or {}).get(label, {}))
     if logy:
         ax.set_yscale("log")
     if logx:

@@ -12,10 +12,10 @@ from types import ModuleType
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
-from wgflow.experiments import teacher_student
+from wgflow.experiments import parameterisations, teacher_student
 from wgflow.experiments.rundir import RunDir
 
-KINDS: dict[str, ModuleType] = {teacher_student.KIND: teacher_student}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations)}
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

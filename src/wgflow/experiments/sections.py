@@ -26,13 +26,15 @@ class DataSection(Section):
     bias: bool = Field(False, description="append the constant coordinate 1 to every input (a bias)")
     inputs: Literal["sphere", "gaussian"] = Field("sphere", description="inputs uniform on the unit sphere, or N(0, I)")
     teacher_signs: Literal["random", "positive"] = Field("random", description="teacher output weights: random ±1, or all +1")
+    teacher_scale: float = Field(1.0, gt=0, description="norm of each teacher neuron's input weights")
     noise: float = Field(0.0, ge=0, description="standard deviation of Gaussian label noise")
     seed: int = Field(0, description="PRNG seed of the data")
 
     def make(self, dtype=None) -> Dataset:
         return teacher_student(
             jax.random.PRNGKey(self.seed), self.n, self.d, self.teacher_width, activation=self.activation,
-            bias=self.bias, inputs=self.inputs, teacher_signs=self.teacher_signs, noise=self.noise, dtype=dtype,
+            bias=self.bias, inputs=self.inputs, teacher_signs=self.teacher_signs, teacher_scale=self.teacher_scale,
+            noise=self.noise, dtype=dtype,
         )
 
 

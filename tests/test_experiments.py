@@ -1,0 +1,174 @@
+"""Experiments and the command line: files written, config errors, resume, overrides, sweeps."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from wgflow import experiments, make_objective
+from wgflow.cli import app
+from wgflow.data import teacher_student
+from wgflow.experiments.config import ConfigError
+from wgflow.experiments.rundir import INTERRUPT_ENV, RunDir, SimulatedInterrupt
+from wgflow.flows import explicit_gd
+from wgflow.flows.particle import explicit_gd_sweep
+from wgflow.init import initial_measure
+from wgflow.measure import Measure
+
+runner = CliRunner()
+
+TINY = ["sweep.widths=[3, 6]", "sweep.seeds=2", "train.num_steps=300", "output.checkpoint_every=100",
+        "output.snapshots=10", "output.metrics_points=20", "output.animation=false"]
+
+
+@pytest.fixture
+def figure_labels(monkeypatch):
+    """Record the axis labels of every figure a run saves."""
+    seen = {}
+    original = RunDir.savefig
+
+    def savefig(self, fig, stem):
+        seen[stem] = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible()]
+        return original(self, fig, stem)
+
+    monkeypatch.setattr(RunDir, "savefig", savefig)
+    return seen
+
+
+def _files(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir() if not p.name.startswith(".")}
+
+
+def _check_figures(path: Path, stems, labels):
+    for stem in stems:
+        for ext in ("png", "pdf"):
+            assert (path / f"{stem}.{ext}").stat().st_size > 1000
+        Image.open(path / f"{stem}.png").verify()
+        assert labels[stem], stem
+        for xl, yl in labels[stem]:
+            assert xl.strip() and yl.strip(), (stem, xl, yl)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations"])
+def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels):
+    out = tmp_path / name
+    result = runner.invoke(app, ["run", name, "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    files = _files(out)
+    assert {"config.toml", "summary.json", "metrics.csv", "results.npz", "checkpoints"} <= files
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["table"]
+    if name.startswith("chizat"):
+        assert "particles.gif" in files
+        _check_figures(out, ["paths", "objective", "final_vs_width"], figure_labels)
+        assert len(summary["runs"]) == len(summary["table"]) * 3
+        assert all({"final_objective", "converged", "width", "seed"} <= set(r) for r in summary["runs"])
+    else:
+        _check_figures(out, ["objective", "output_distance"], figure_labels)
+        rows = {r["parameterisation"]: r for r in summary["table"]}
+        assert rows["lifted"]["same_flow_as_plain_gd"] and not rows["sphere"]["same_flow_as_plain_gd"]
+
+
+def test_tiny_run_report_and_overrides(tmp_path, figure_labels):
+    out = tmp_path / "tiny"
+    args = ["run", "chizat-bach-relu", "--out", str(out)] + [a for s in TINY for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = (out / "config.toml").read_text()
+    assert "widths = [\n    3,\n    6,\n]" in cfg or "widths = [3, 6]" in cfg  # the override reached the resolved config
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted({r["width"] for r in summary["runs"]}) == [3, 6]
+    assert sorted({r["seed"] for r in summary["runs"]}) == [0, 1]
+    assert summary["num_steps"] == 300
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header == "parameterisation,width,seed,step,time,objective,grad_norm"
+    _check_figures(out, ["paths", "objective", "final_vs_width"], figure_labels)
+    for f in out.glob("*.png"):
+        f.unlink()
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "paths.png").exists() and "signed_square" in result.output
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("train.stepsize=0.1", "train.stepsize"),  # typo: unknown key
+        ("train.num_steps='many'", "train.num_steps"),  # wrong type
+        ("sweep.widths=[4, 0]", "sweep.widths"),  # width 0
+        ("train.step_size=-0.1", "train.step_size"),  # negative step
+        ("model.parameterisations=['polar']", "model.parameterisations"),
+    ],
+)
+def test_config_errors_name_the_field_before_compute(override, field, tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        experiments.load("chizat-bach-relu", [override])
+    assert field in str(exc.value)
+    result = runner.invoke(app, ["run", "chizat-bach-relu", "--set", override, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and field in result.output
+    assert not (tmp_path / "x").exists()  # nothing computed or written
+
+
+def test_unknown_key_error_lists_allowed_keys():
+    with pytest.raises(ConfigError, match=r"train.stepsize: unknown key; allowed keys here: \[.*'step_size'"):
+        experiments.load("chizat-bach-relu", ["train.stepsize=0.1"])
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path, monkeypatch):
+    sets = TINY
+    full = tmp_path / "full"
+    experiments.run("chizat-bach-relu", sets, full, progress=False)
+    part = tmp_path / "part"
+    monkeypatch.setenv(INTERRUPT_ENV, "2")  # killed after 2 of the 3 segments of the first group
+    with pytest.raises(SimulatedInterrupt):
+        experiments.run("chizat-bach-relu", sets, part, progress=False)
+    assert not (part / "summary.json").exists()
+    assert not list(part.glob(".*.tmp"))  # no half-written file left behind
+    monkeypatch.delenv(INTERRUPT_ENV)
+    experiments.run("chizat-bach-relu", sets, part, resume=True, progress=False)
+    a, b = RunDir(full).load_npz("results.npz"), RunDir(part).load_npz("results.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert (full / "metrics.csv").read_text() == (part / "metrics.csv").read_text()
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, monkeypatch):
+    part = tmp_path / "part"
+    monkeypatch.setenv(INTERRUPT_ENV, "1")
+    with pytest.raises(SimulatedInterrupt):
+        experiments.run("chizat-bach-relu", TINY, part, progress=False)
+    monkeypatch.delenv(INTERRUPT_ENV)
+    with pytest.raises(Exception, match="different config"):
+        experiments.run("chizat-bach-relu", TINY + ["model.lam=0.01"], part, resume=True, progress=False)
+
+
+def test_vectorised_sweep_equals_separate_runs():
+    ds = teacher_student(jax.random.PRNGKey(0), 30, 2, 3)
+    obj = make_objective(ds.X, ds.y, "signed_square", lam=1e-3, reduction="mean")
+    mus = [initial_measure(jax.random.PRNGKey(s), "signed_square", 7, 2, scale=0.3) for s in range(4)]
+    batch = Measure(jnp.stack([m.positions for m in mus]), jnp.stack([m.masses for m in mus]))
+    bt = explicit_gd_sweep(obj, batch, 0.1, 250)
+    for s, mu in enumerate(mus):
+        single = explicit_gd(obj, mu, 0.1, 250)
+        np.testing.assert_allclose(bt.objective[s], single.objective, rtol=1e-13)
+        np.testing.assert_allclose(bt.final.positions[s], single.final.positions, atol=1e-13)
+
+
+def test_cli_list_and_config():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    for name in ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations"]:
+        assert name in result.output
+    result = runner.invoke(app, ["config", "chizat-bach-relu", "--set", "sweep.seeds=3"])
+    assert result.exit_code == 0 and "seeds = [\n    0,\n    1,\n    2,\n]" in result.output
+    result = runner.invoke(app, ["config", "chizat-bach-relu", "--describe"])
+    assert result.exit_code == 0 and "train.step_size" in result.output and "step size" in result.output
+    result = runner.invoke(app, ["config", "no-such-experiment"])
+    assert result.exit_code == 2 and "no named experiment" in result.output
