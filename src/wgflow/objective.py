@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from wgflow.chunking import Chunking, blocks
 from wgflow.errors import InputError, require
 from wgflow.measure import Measure
 from wgflow.units import Parameterisation, get_parameterisation
@@ -80,6 +81,7 @@ class Objective(eqx.Module):
     unit: Parameterisation = eqx.field(static=True)
     loss: Loss = eqx.field(static=True)
     reduction: str = eqx.field(static=True, default="sum")
+    chunking: Chunking = eqx.field(static=True, default=Chunking())
 
     @property
     def n(self) -> int:
@@ -90,9 +92,25 @@ class Objective(eqx.Module):
         return self.X.shape[1]
 
     def outputs(self, mu: Measure, X: Array | None = None) -> Array:
-        """``f_μ(x_j)`` for the training inputs (or for ``X``)."""
+        """``f_μ(x_j)`` for the training inputs (or for ``X``), in chunks as :attr:`chunking` says."""
         X = self.X if X is None else X
+        axis, size = self._plan(X.shape[0], mu)
+        if axis == "neurons":
+            pos, masses = blocks(mu.positions, mu.masses, size)
+
+            def add(f, chunk):
+                th, p = chunk
+                return f + self.unit.features(th, X) @ p, None
+
+            return jax.lax.scan(add, jnp.zeros(X.shape[0], pos.dtype), (pos, masses))[0]
+        if axis == "data":
+            Xb, _ = blocks(X, jnp.zeros(X.shape[0], X.dtype), size)
+            f = jax.lax.map(lambda Xc: self.unit.features(mu.positions, Xc) @ mu.masses, Xb)
+            return f.reshape(-1)[: X.shape[0]]
         return self.unit.features(mu.positions, X) @ mu.masses
+
+    def _plan(self, n: int, mu: Measure) -> tuple[str, int]:
+        return self.chunking.resolve(n, mu.width, mu.dim, jnp.dtype(mu.positions.dtype).itemsize)
 
     def risk(self, f: Array) -> Array:
         """``R(f)`` for outputs ``f`` at the training inputs."""
@@ -131,8 +149,14 @@ class Objective(eqx.Module):
     def value_and_velocity(self, mu: Measure) -> tuple[Array, Array]:
         """``F(μ)`` and each particle's velocity ``−∇F'(μ)(θ_k)`` (tangent to Θ), in one pass.
 
-        One forward pass through the unit matrix Φ (n × m) and one backward pass.
+        Unchunked: one forward pass through the unit matrix Φ (n × m) and one backward
+        pass. Chunked (:class:`~wgflow.chunking.Chunking`): never the whole n × m matrix.
         """
+        axis, size = self._plan(self.n, mu)
+        if axis == "neurons":
+            return self._value_and_velocity_neuron_chunks(mu, size)
+        if axis == "data":
+            return self._value_and_velocity_data_chunks(mu, size)
         pos, p = mu.positions, mu.masses
         Phi, pull_features = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
         V, pull_reg = jax.vjp(self.unit.regulariser, pos)
@@ -143,6 +167,49 @@ class Objective(eqx.Module):
         (g_data,) = pull_features(r[:, None] * s[None, :])
         (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
         return F, self.unit.project_tangent(pos, -(g_data + g_reg))
+
+    def _value_and_velocity_neuron_chunks(self, mu: Measure, size: int) -> tuple[Array, Array]:
+        """Pass 1: the outputs f; pass 2: each chunk's gradient, its units recomputed. Memory O(n·size)."""
+        pos, masses = blocks(mu.positions, mu.masses, size)
+        R, r = jax.value_and_grad(self.risk)(self.outputs(mu))
+
+        def chunk_grad(chunk):
+            th, p = chunk
+            s = jnp.where(p < 0, -1.0, 1.0).astype(th.dtype)
+
+            def potential(th):
+                V = self.unit.regulariser(th)
+                return jnp.sum(s * (r @ self.unit.features(th, self.X))) + self.lam * jnp.sum(V), V
+
+            g, V = jax.grad(potential, has_aux=True)(th)
+            return g, jnp.sum(jnp.abs(p) * V)
+
+        g, penalties = jax.lax.map(chunk_grad, (pos, masses))
+        F = R + self.lam * jnp.sum(penalties)
+        g = g.reshape(-1, g.shape[-1])[: mu.width]
+        return F, self.unit.project_tangent(mu.positions, -g)
+
+    def _value_and_velocity_data_chunks(self, mu: Measure, size: int) -> tuple[Array, Array]:
+        """One pass over chunks of data, accumulating the gradient (R is separable: r_j needs
+        only f_j). Memory O(size · m)."""
+        pos, p = mu.positions, mu.masses
+        Xb, weight = blocks(self.X, jnp.ones((self.n,), self.X.dtype), size)
+        yb, _ = blocks(self.y, weight.reshape(-1)[: self.n], size)
+        scale = 1.0 if self.reduction == "sum" else 1.0 / self.n
+        s = mu.signs
+
+        def block(g, chunk):
+            Xc, yc, wc = chunk
+            Phi, pull = jax.vjp(lambda th: self.unit.features(th, Xc), pos)
+            losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))(Phi @ p, yc)
+            (gc,) = pull((wc * dl * scale)[:, None] * s[None, :])
+            return g + gc, jnp.sum(wc * losses) * scale
+
+        g, risks = jax.lax.scan(block, jnp.zeros_like(pos), (Xb, yb, weight))
+        V, pull_reg = jax.vjp(self.unit.regulariser, pos)
+        (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
+        F = jnp.sum(risks) + self.lam * jnp.sum(jnp.abs(p) * V)
+        return F, self.unit.project_tangent(pos, -(g + g_reg))
 
     def velocity(self, mu: Measure) -> Array:
         return self.value_and_velocity(mu)[1]
@@ -192,8 +259,13 @@ def make_objective(
     loss: str | Loss = "square",
     lam: float = 0.0,
     reduction: str = "sum",
+    chunking: Chunking | None = None,
 ) -> Objective:
-    """Validated :class:`Objective`; errors name the bad field before any compute."""
+    """Validated :class:`Objective`; errors name the bad field before any compute.
+
+    ``chunking`` (default: automatic, see :class:`~wgflow.chunking.Chunking`) says how the
+    n × m unit matrix is cut when it is large; the numbers do not depend on it (to rounding).
+    """
     X, y = validate_data(X, y)
     unit = get_parameterisation(parameterisation, activation)
     loss = get_loss(loss)
@@ -215,4 +287,6 @@ def make_objective(
             f"the {loss.name} loss needs labels in {{-1, +1}}",
             "map the classes to -1 and +1",
         )
-    return Objective(jnp.asarray(X), jnp.asarray(y), jnp.asarray(lam, dtype=X.dtype), unit, loss, reduction)
+    chunking = Chunking() if chunking is None else chunking
+    require(isinstance(chunking, Chunking), "chunking", "must be a wgflow.chunking.Chunking", value=chunking)
+    return Objective(jnp.asarray(X), jnp.asarray(y), jnp.asarray(lam, dtype=X.dtype), unit, loss, reduction, chunking)
