@@ -6,6 +6,7 @@ runner saves them (PNG + PDF) atomically.
 
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import matplotlib
@@ -198,12 +199,11 @@ def particles_gif(
     teacher_signs: np.ndarray | None = None,
     xlabel: str = r"$u_1$",
     ylabel: str = r"$u_2$",
-    fps: int = 12,
-    max_frames: int = 80,
+    fps: int = 10,
+    max_frames: int = 40,
+    dpi: int = 72,
 ) -> bytes:
     """An animated GIF (bytes) of the particles of each panel moving over the saved times."""
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
     S = len(times)
     frames = np.unique(np.linspace(0, S - 1, min(S, max_frames)).astype(int))
     fig, axes = _grid(len(panels), size=3.0)
@@ -229,16 +229,19 @@ def particles_gif(
         label.set_text(f"t = {times[i]:.4g}")
         return [a for a, _ in artists] + [label]
 
-    anim = FuncAnimation(fig, update, frames=frames, blit=False)
-    import tempfile
-    from pathlib import Path
+    from PIL import Image
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "anim.gif"
-        anim.save(path, writer=PillowWriter(fps=fps))
-        data = path.read_bytes()
+    fig.set_dpi(dpi)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    images = []
+    for i in frames:
+        update(i)
+        fig.canvas.draw()
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
     plt.close(fig)
-    return data
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
 
 
 def close(fig) -> None:

@@ -87,11 +87,13 @@ def plane_coordinates(unit: Parameterisation, positions: np.ndarray, masses: np.
     """Each particle as the point ``|c(θ)| v(θ)`` of input space and a sign, where
     ``φ_θ(x) = c(θ) σ(v(θ)·x)``: for ReLU the particle's unit is ``±relu(u·x)`` with this u,
     the 2-homogeneous representative Chizat & Bach draw (for ``lifted``, ``u = |α| w``).
-    The sign is that of the particle's output weight times its mass."""
-    pos, p = jnp.asarray(positions), jnp.asarray(masses)
-    c = jnp.broadcast_to(jnp.asarray(unit.output_weight(pos)), p.shape)
-    u = jnp.abs(c)[:, None] * unit.direction(pos)
-    return np.asarray(u), np.asarray(jnp.where(c * p < 0, -1.0, 1.0))
+    The sign is that of the particle's output weight times its mass. ``positions`` may
+    carry leading axes (e.g. saved times): (..., m, D) with masses (m,)."""
+    pos = np.asarray(positions)
+    flat = pos.reshape(-1, pos.shape[-1])
+    c = np.broadcast_to(np.asarray(unit.output_weight(flat)), flat.shape[:1]).reshape(pos.shape[:-1])
+    v = np.asarray(unit.direction(flat)).reshape(*pos.shape[:-1], -1)
+    return np.abs(c)[..., None] * v, np.where(c * np.asarray(masses) < 0, -1.0, 1.0)
 
 
 def _initial_batch(cfg: Config, unit_name: str, m: int, d: int, dtype) -> Measure:
@@ -274,12 +276,13 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             key = _group_key(param, m)
             snaps = results[f"{key}/snapshots"][:, seed0]
             masses = results[f"{key}/masses"][seed0]
-            coords = np.stack([plane_coordinates(unit, s, masses)[0][:, :2] for s in snaps])
-            signs = plane_coordinates(unit, snaps[-1], masses)[1]
+            coords, signs = plane_coordinates(unit, snaps, masses)
+            coords, signs = coords[..., :2], signs[-1]
             F_end = results[f"{key}/objective"][seed0, -1]
             panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}"}
             panels.append(panel)
-            if param == cfg.model.parameterisations[0]:
+            animated = "lifted" if "lifted" in cfg.model.parameterisations else cfg.model.parameterisations[0]
+            if param == animated:
                 gif_panels.append({**panel, "title": f"{param}, m = {m}"})
     xl, yl = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
     fig = plots.particle_paths(
