@@ -15,7 +15,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Wasserstein 
 def _x64():
     import jax
 
+    from wgflow.runtime import enable_persistent_cache
+
     jax.config.update("jax_enable_x64", True)
+    enable_persistent_cache()
 
 
 def _fail(exc: Exception) -> None:
@@ -105,7 +108,10 @@ def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
     console = Console(file=sys.stdout, width=140)
-    console.print(f"[bold]{summary.get('experiment')}[/bold]  ({summary.get('seconds', 0):.1f} s)")
+    timing = f"{summary.get('seconds', 0):.1f} s"
+    if "compile_seconds" in summary:
+        timing += f", of which compiling {summary['compile_seconds']:.1f} s"
+    console.print(f"[bold]{summary.get('experiment')}[/bold]  ({timing})")
     table_rows = summary.get("table") or []
     if table_rows:
         cols = list(table_rows[0].keys())

@@ -14,6 +14,7 @@ from wgflow.errors import InputError
 from wgflow.experiments import config as _config
 from wgflow.experiments import parameterisations, teacher_student
 from wgflow.experiments.rundir import RunDir
+from wgflow.runtime import CompileTimer
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations)}
 
@@ -69,7 +70,12 @@ def run(
         shutil.rmtree(path / "checkpoints")
     rd = RunDir(path)
     rd.write_text("config.toml", _config.dump_toml(cfg))
-    summary = module.run(cfg, rd, resume=resume, progress=progress)
+    with CompileTimer() as timer:
+        summary = module.run(cfg, rd, resume=resume, progress=progress)
+    summary["seconds"] = timer.seconds  # wall time of the whole run, figures included
+    summary["compile_seconds"] = timer.compile_seconds
+    summary["run_seconds"] = timer.seconds - timer.compile_seconds
+    rd.write_json("summary.json", summary)
     return rd, summary
 
 

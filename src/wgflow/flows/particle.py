@@ -23,6 +23,9 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
+from jax.sharding import Mesh
+
+from wgflow import sharding
 from wgflow.errors import InputError, require
 from wgflow.flows.schedules import Schedule, step_sizes
 from wgflow.flows.trajectory import SaveAt, Trajectory, integrate, integrate_batch
@@ -69,17 +72,36 @@ def explicit_gd(
     max_growth: float = 1e6,
     block_size: int = 256,
     callback: Callable[[int, float, float], None] | None = None,
+    shard: bool | Mesh = False,
 ) -> Trajectory:
     """Explicit particle gradient descent from ``mu0`` for ``num_steps`` steps of mean-field size ``step_size``.
 
     ``step_size`` is a float or a schedule ``k ↦ η_k`` (see :mod:`wgflow.flows.schedules`).
+    ``shard=True`` (or a :class:`jax.sharding.Mesh`) spreads the particles over all devices
+    (:mod:`wgflow.sharding`); the results are those of one device, to rounding.
     Diagnostics: ``speed`` = ‖∇F'(μ_k)‖_{L²(|μ_k|)} per step.
     """
     _check(objective, mu0)
     etas = step_sizes(step_size, num_steps)
+    if shard is not False:
+        return _sharded(explicit_gd, objective, mu0, shard, step_size=step_size, num_steps=num_steps, save=save,
+                        max_growth=max_growth, block_size=block_size, callback=callback)
     return integrate(
         explicit_step, _value, objective, mu0, etas, save=save, max_growth=max_growth,
         block_size=block_size, callback=callback, name="explicit GD",
+    )
+
+
+def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Trajectory:
+    """Run ``flow`` with the particles sharded over a mesh, then drop the padding atoms."""
+    mesh = sharding.atom_mesh() if shard is True else shard
+    mu, m = sharding.shard_measure(mu0, mesh)
+    traj = flow(sharding.replicate(objective, mesh), mu, **kwargs)
+    cut = lambda x: x[..., :m, :] if x.ndim >= 2 and x.shape[-2] == mu.width else x[..., :m]  # noqa: E731
+    return dataclasses.replace(
+        traj,
+        snapshots=Measure(cut(traj.snapshots.positions), traj.snapshots.masses[..., :m]),
+        final=Measure(traj.final.positions[:m], traj.final.masses[:m]),
     )
 
 

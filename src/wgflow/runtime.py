@@ -1,0 +1,67 @@
+"""Compilation: a persistent cache so repeated runs of the same shapes compile once, and a
+timer that separates compile time from run time in every summary."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import jax
+
+# Lowering and XLA compilation (or loading from the cache); tracing is left out because its
+# events nest (a jit traced inside another is counted twice) and it is small beside these.
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/compilation_cache/cache_retrieval_time_sec",
+)
+_lock = threading.Lock()
+_total = [0.0]
+_registered = [False]
+
+
+def _listener(event: str, duration: float, **kwargs) -> None:
+    if event in _COMPILE_EVENTS:
+        with _lock:
+            _total[0] += duration
+
+
+def default_cache_dir() -> Path:
+    """``$WGFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/wgflow/jax`` (``~/.cache/wgflow/jax``)."""
+    if os.environ.get("WGFLOW_CACHE_DIR"):
+        return Path(os.environ["WGFLOW_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "wgflow" / "jax"
+
+
+def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds: float = 0.2) -> Path | None:
+    """Store compiled programs on disk; a later run of the same shapes loads them instead of compiling.
+    Returns the folder, or None if it cannot be created (then nothing is cached)."""
+    folder = Path(path) if path is not None else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+class CompileTimer:
+    """``with CompileTimer() as t: ...`` then ``t.compile_seconds`` (lowering and compiling, or
+    loading from the cache) and ``t.seconds`` (wall time)."""
+
+    def __enter__(self):
+        if not _registered[0]:
+            jax.monitoring.register_event_duration_secs_listener(_listener)
+            _registered[0] = True
+        self._c0, self._t0 = _total[0], time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.compile_seconds = _total[0] - self._c0
+        self.seconds = time.perf_counter() - self._t0
+        return False
