@@ -95,6 +95,31 @@ def report(directory: Path = typer.Argument(..., help="the folder of a finished 
     _print_summary(summary)
 
 
+@app.command("bench")
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="small sizes (a few minutes)"),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
+    markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="write the Markdown table"),
+    only: List[str] = typer.Option([], "--only", help="run only this benchmark (repeatable)"),
+) -> None:
+    """Run every benchmark (each a ratio against a baseline measured in the same run) and print a table."""
+    from wgflow import benchmarks
+    from wgflow.errors import InputError
+    from wgflow.experiments.rundir import to_jsonable
+
+    try:
+        rows = benchmarks.run_all(quick, only or None, echo=lambda msg: typer.echo(msg, err=True))
+    except InputError as exc:
+        _fail(exc)
+    table = benchmarks.markdown(rows)
+    typer.echo(f"machine: {benchmarks.machine()}\n")
+    typer.echo(table)
+    if json_file:
+        json_file.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
+    if markdown_file:
+        markdown_file.write_text(f"machine: {benchmarks.machine()}\n\n{table}\n")
+
+
 def _fmt(v) -> str:
     if v is None:
         return "—"

@@ -74,3 +74,15 @@ def uniform_measure(positions: Array, signs: Array | None = None) -> Measure:
     if signs is not None:
         masses = masses * jnp.asarray(signs, dtype=positions.dtype)
     return Measure(positions, masses)
+
+
+def stack_padded(measures: list[Measure]) -> Measure:
+    """A batch (R, m_max, D) of measures of different widths, each padded with zero-mass copies
+    of its first atom (they change neither F nor any velocity): one vmapped sweep over widths."""
+    m_max = max(mu.width for mu in measures)
+    pos, mass = [], []
+    for mu in measures:
+        pad = m_max - mu.width
+        pos.append(jnp.concatenate([mu.positions, jnp.repeat(mu.positions[:1], pad, axis=0)]))
+        mass.append(jnp.concatenate([mu.masses, jnp.zeros((pad,), mu.masses.dtype)]))
+    return Measure(jnp.stack(pos), jnp.stack(mass))

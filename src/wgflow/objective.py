@@ -16,7 +16,7 @@ are a :class:`~wgflow.measure.Measure`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import equinox as eqx
 import jax
@@ -82,6 +82,7 @@ class Objective(eqx.Module):
     loss: Loss = eqx.field(static=True)
     reduction: str = eqx.field(static=True, default="sum")
     chunking: Chunking = eqx.field(static=True, default=Chunking())
+    mesh: Any = eqx.field(static=True, default=None)  # a jax Mesh: atoms sharded over devices (wgflow.sharding)
 
     @property
     def n(self) -> int:
@@ -94,6 +95,10 @@ class Objective(eqx.Module):
     def outputs(self, mu: Measure, X: Array | None = None) -> Array:
         """``f_μ(x_j)`` for the training inputs (or for ``X``), in chunks as :attr:`chunking` says."""
         X = self.X if X is None else X
+        if self.mesh is not None:
+            from wgflow.sharding import sharded_outputs
+
+            return sharded_outputs(self, mu, X)
         axis, size = self._plan(X.shape[0], mu)
         if axis == "neurons":
             pos, masses = blocks(mu.positions, mu.masses, size)
@@ -152,9 +157,15 @@ class Objective(eqx.Module):
         Unchunked: one forward pass through the unit matrix Φ (n × m) and one backward
         pass. Chunked (:class:`~wgflow.chunking.Chunking`): never the whole n × m matrix.
         """
+        if self.mesh is not None:
+            from wgflow.sharding import sharded_value_and_velocity
+
+            return sharded_value_and_velocity(self, mu)
         axis, size = self._plan(self.n, mu)
         if axis == "neurons":
-            return self._value_and_velocity_neuron_chunks(mu, size)
+            R, r = jax.value_and_grad(self.risk)(self.outputs(mu))
+            penalty, g = self.pullback(mu, r)
+            return R + self.lam * penalty, self.unit.project_tangent(mu.positions, -g)
         if axis == "data":
             return self._value_and_velocity_data_chunks(mu, size)
         pos, p = mu.positions, mu.masses
@@ -168,10 +179,31 @@ class Objective(eqx.Module):
         (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
         return F, self.unit.project_tangent(pos, -(g_data + g_reg))
 
-    def _value_and_velocity_neuron_chunks(self, mu: Measure, size: int) -> tuple[Array, Array]:
-        """Pass 1: the outputs f; pass 2: each chunk's gradient, its units recomputed. Memory O(n·size)."""
+    def pullback(self, mu: Measure, r: Array) -> tuple[Array, Array]:
+        """For fixed data weights r: (∫V d|μ|, ∇_θ[s_k Σ_j r_j φ_θ(x_j) + λ V(θ)] at each atom),
+        in chunks as planned. With r = ∂R/∂f this is ∇F' at the atoms (before projection)."""
+        axis, size = self._plan(self.n, mu)
+        if axis == "none":
+            pos, p = mu.positions, mu.masses
+            _, pull = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
+            V, pull_reg = jax.vjp(self.unit.regulariser, pos)
+            (g,) = pull(r[:, None] * mu.signs[None, :])
+            (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
+            return jnp.sum(jnp.abs(p) * V), g + g_reg
+        if axis == "data":
+            pos, p = mu.positions, mu.masses
+            Xb, weight = blocks(self.X, jnp.ones((self.n,), self.X.dtype), size)
+            rb, _ = blocks(r, weight.reshape(-1)[: self.n], size)
+
+            def block(g, chunk):
+                Xc, rc, wc = chunk
+                _, pull = jax.vjp(lambda th: self.unit.features(th, Xc), pos)
+                return g + pull((wc * rc)[:, None] * mu.signs[None, :])[0], None
+
+            g = jax.lax.scan(block, jnp.zeros_like(pos), (Xb, rb, weight))[0]
+            V, pull_reg = jax.vjp(self.unit.regulariser, pos)
+            return jnp.sum(jnp.abs(p) * V), g + pull_reg(jnp.full_like(V, self.lam))[0]
         pos, masses = blocks(mu.positions, mu.masses, size)
-        R, r = jax.value_and_grad(self.risk)(self.outputs(mu))
 
         def chunk_grad(chunk):
             th, p = chunk
@@ -185,9 +217,7 @@ class Objective(eqx.Module):
             return g, jnp.sum(jnp.abs(p) * V)
 
         g, penalties = jax.lax.map(chunk_grad, (pos, masses))
-        F = R + self.lam * jnp.sum(penalties)
-        g = g.reshape(-1, g.shape[-1])[: mu.width]
-        return F, self.unit.project_tangent(mu.positions, -g)
+        return jnp.sum(penalties), g.reshape(-1, g.shape[-1])[: mu.width]
 
     def _value_and_velocity_data_chunks(self, mu: Measure, size: int) -> tuple[Array, Array]:
         """One pass over chunks of data, accumulating the gradient (R is separable: r_j needs

@@ -47,8 +47,46 @@ def shard_measure(mu: Measure, mesh: Mesh | None = None) -> tuple[Measure, int]:
     return Measure(pos, masses), m
 
 
-def replicate(tree, mesh: Mesh | None = None):
-    """Every array leaf of ``tree`` (e.g. an Objective's data) copied to all devices of the mesh."""
+def replicate(objective, mesh: Mesh | None = None):
+    """The objective with its data copied to every device and its evaluation split over ``mesh``
+    (:func:`sharded_value_and_velocity`)."""
+    import dataclasses
+
     mesh = mesh or atom_mesh()
     rep = NamedSharding(mesh, P())
-    return jax.tree_util.tree_map(lambda x: jax.device_put(x, rep) if isinstance(x, jax.Array) else x, tree)
+    objective = jax.tree_util.tree_map(lambda x: jax.device_put(x, rep) if isinstance(x, jax.Array) else x, objective)
+    return dataclasses.replace(objective, mesh=mesh)
+
+
+def _local(objective):
+    import dataclasses
+
+    return dataclasses.replace(objective, mesh=None)
+
+
+def sharded_outputs(objective, mu: Measure, X):
+    """``f_μ(X)``: each device sums its own atoms (chunked as planned for its share), then ``psum``."""
+    local = _local(objective)
+
+    def body(pos, masses):
+        return jax.lax.psum(local.outputs(Measure(pos, masses), X), AXIS)
+
+    return jax.shard_map(body, mesh=objective.mesh, in_specs=(P(AXIS, None), P(AXIS)), out_specs=P(), check_vma=False)(mu.positions, mu.masses)
+
+
+def sharded_value_and_velocity(objective, mu: Measure):
+    """``F(μ)`` and the velocities with the atoms split over the mesh: the outputs are summed
+    across devices, then each device pulls the data weights back through its own atoms only."""
+    local = _local(objective)
+
+    def body(pos, masses):
+        m = Measure(pos, masses)
+        f = jax.lax.psum(local.outputs(m), AXIS)
+        R, r = jax.value_and_grad(local.risk)(f)
+        penalty, g = local.pullback(m, r)
+        F = R + local.lam * jax.lax.psum(penalty, AXIS)
+        return F, local.unit.project_tangent(pos, -g)
+
+    return jax.shard_map(
+        body, mesh=objective.mesh, in_specs=(P(AXIS, None), P(AXIS)), out_specs=(P(), P(AXIS, None)), check_vma=False
+    )(mu.positions, mu.masses)

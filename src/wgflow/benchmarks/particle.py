@@ -5,43 +5,20 @@ Baselines measured in the same run: (a) a plain NumPy step with manual gradients
 this machine's float32 matmul rate, so each step's GFLOP/s can be read as a
 fraction of peak. FLOPs per step are counted as 4·n·m·(d+1).
 
-    python benchmarks/bench_particle.py [--quick] [--json FILE]
+    wgflow bench --only particle [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import tracemalloc
 
 import numpy as np
 
+from wgflow.benchmarks.common import best_time, matmul_gflops
+
 SIZES = [(1024, 4096, 20), (4096, 16384, 20), (1024, 100000, 20), (256, 4096, 2), (10000, 1000, 100)]
 QUICK_SIZES = [(1024, 4096, 20), (256, 4096, 2)]
-
-
-def best_time(fn, repeats: int, min_seconds: float = 0.2) -> float:
-    fn()  # warm up (and compile)
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) > 50:
-            break
-    return float(np.min(times))
-
-
-def matmul_gflops(size: int = 2048) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    t = best_time(lambda: f(a).block_until_ready(), 5)
-    return 2 * size**3 / t / 1e9
 
 
 def numpy_step(X, y, W, a, lam, eta):
@@ -75,14 +52,14 @@ def torch_step_fn(X, y, W, a, lam, eta):
     return step
 
 
-def wgflow_step_fn(X, y, W, a, lam, eta):
+def wgflow_step_fn(X, y, W, a, lam, eta, chunking=None):
     import jax
     import jax.numpy as jnp
 
     from wgflow import make_objective
     from wgflow.flows.particle import explicit_step
 
-    obj = make_objective(X, y, "lifted", "relu", "square", lam, "mean")
+    obj = make_objective(X, y, "lifted", "relu", "square", lam, "mean", chunking=chunking)
     m = W.shape[0]
     from wgflow.measure import Measure
 
@@ -95,9 +72,6 @@ def wgflow_step_fn(X, y, W, a, lam, eta):
 
 
 def run(quick: bool = False) -> list[dict]:
-    import jax
-
-    jax.config.update("jax_enable_x64", False)
     peak = matmul_gflops(1024 if quick else 2048)
     rows = []
     try:
@@ -108,7 +82,7 @@ def run(quick: bool = False) -> list[dict]:
         have_torch = False
     for n, m, d in QUICK_SIZES if quick else SIZES:
         rng = np.random.default_rng(0)
-        X = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+        X = (rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
         y = rng.standard_normal(n).astype(np.float32)
         W = (0.5 * rng.standard_normal((m, d))).astype(np.float32)
         a = (0.5 * rng.standard_normal(m)).astype(np.float32)
@@ -155,15 +129,3 @@ def table(rows: list[dict]) -> str:
             f"{r['ratio']:.2f}× | {100 * r['fraction_of_peak']:.1f}% (NumPy {100 * r['numpy_fraction_of_peak']:.1f}%) | {temp} |"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
-    rows = run(args.quick)
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
