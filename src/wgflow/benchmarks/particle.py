@@ -114,6 +114,7 @@ def run(quick: bool = False) -> list[dict]:
                 "wgflow_temp_bytes": temp,
                 "numpy_peak_bytes": np_peak,
                 "n_by_m_float32_bytes": 4 * n * m,
+                "target": "ratio ≥ 1 (≥ 1.5 at the three largest); temp ≤ one n×m float32",
             }
         )
     return rows
