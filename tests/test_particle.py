@@ -215,3 +215,25 @@ def test_nan_stops_with_message():
     assert traj.status == "diverged" and "became NaN" in traj.message, traj.message
     assert np.isnan(traj.objective[-1]) and np.all(np.isfinite(traj.objective[:-1]))
     assert np.all(np.isfinite(traj.final.positions))
+
+
+def test_implicit_step_with_neurons_collapsing_to_the_origin():
+    """A negative ReLU neuron can be sent to w = 0 in one proximal step (every kink at once).
+    The solver must certify it: residual ≤ tol, and no random perturbation lowers G there."""
+    from wgflow.flows.particle import _prox_objective, implicit_step
+
+    ds = teacher_student(jax.random.PRNGKey(0), 100, 2, 4, teacher_signs="positive")
+    obj = make_objective(ds.X, ds.y, "lifted", lam=1e-4, reduction="mean")
+    mu = initial_measure(jax.random.PRNGKey(1), "lifted", 100, 2, scale=1.0)
+    eta = 0.5
+    new, _, diag = jax.jit(lambda mu: implicit_step(obj, mu, eta, ProxSolver(tol=1e-8)))(mu)
+    assert float(diag["residual"]) <= 1e-8 and int(diag["at_origin"]) >= 1
+    G = jax.jit(_prox_objective(obj, mu, eta))
+    G0 = G(new.positions)
+    origin = np.flatnonzero(np.linalg.norm(np.asarray(new.positions[:, :2]), axis=1) <= 1e-6)
+    assert len(origin) >= 1
+    key = jax.random.PRNGKey(7)
+    for k in origin:
+        dirs = jax.random.normal(jax.random.fold_in(key, int(k)), (200, 3))
+        trial = jax.vmap(lambda u: G(new.positions.at[k].add(1e-4 * u / jnp.linalg.norm(u))))(dirs)
+        assert float(jnp.min(trial) - G0) >= -1e-12, (k, float(jnp.min(trial) - G0))

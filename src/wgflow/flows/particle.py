@@ -115,7 +115,9 @@ class ProxSolver:
     At most ``max_iter`` L-BFGS iterations in all, in active-set rounds of at most
     ``round_iter`` (rounds matter only for a kinked σ such as ReLU; see :func:`implicit_step`;
     L-BFGS restarts each round).
-    ``kink_band``: a neuron with ``|v(θ)·x_j| ≤ kink_band`` counts as sitting on the kink of x_j.
+    ``kink_band``: a neuron with ``|v(θ)·x_j| ≤ kink_band`` counts as sitting on the kink of x_j,
+    one with ``|v(θ)| ≤ kink_band`` as sitting at the origin (on all kinks; its residual is
+    estimated over ``origin_directions`` fixed directions).
 
     ``tol=None`` picks 1e-9 in float64 and 1e-4 in float32 (velocity units).
     """
@@ -125,6 +127,7 @@ class ProxSolver:
     round_iter: int = 60
     memory_size: int = 20
     kink_band: float = 1e-6
+    origin_directions: int = 256
 
     def resolved_tol(self, dtype) -> float:
         if self.tol is not None:
@@ -164,36 +167,91 @@ def _kinks(objective: Objective, mu: Measure, g: Array):
     return j, z, base, h, t
 
 
-def prox_residual(objective: Objective, mu_t: Measure, mu_next: Measure, eta, kink_band: float = 1e-6) -> Array:
-    """Implicit-Euler residual ``max_k dist(0, ∂_C[F'(μ⁺) + |· − θ^t_k|²/(2η)](θ⁺_k))`` in velocity units.
+def _directions(d: int, count: int, dtype) -> Array:
+    """Fixed unit vectors of R^d: equally spaced angles in the plane, quasi-random beyond."""
+    if d == 1:
+        return jnp.array([[1.0], [-1.0]], dtype)
+    if d == 2:
+        a = jnp.arange(count, dtype=dtype) * (2 * jnp.pi / count)
+        return jnp.stack([jnp.cos(a), jnp.sin(a)], axis=1)
+    g = jax.random.normal(jax.random.PRNGKey(0), (count, d), dtype)
+    return g / jnp.linalg.norm(g, axis=1, keepdims=True)
 
-    For a smooth σ this is ``max_k |∇F'(μ⁺)(θ⁺_k) + (θ⁺_k − θ^t_k)/η|`` (tangent part).
-    For ReLU, a proximal point often sits exactly on a kink ``v(θ_k)·x_j = 0`` (the
-    minimiser of a function with a convex corner, like the prox of |x|); there the
-    optimality condition is that 0 lies in the Clarke subdifferential, the segment
-    between the gradients on both sides. For each neuron, the data point with the
-    smallest ``|z_jk| ≤ kink_band`` is treated as such a corner and the distance from
-    0 to that segment is reported.
-    """
+
+def _origin_slopes(objective: Objective, mu_t: Measure, mu_next: Measure, eta, count: int):
+    """For each neuron, the steepest one-sided descent rate of the proximal objective when its
+    input weights v leave 0, over ``count`` fixed directions u (finite differences of size 1e-7,
+    exact to O(1e-7) for a piecewise-smooth objective): (slope (m,), best direction (m, d))."""
+    unit = objective.unit
+    pos, m = mu_next.positions, mu_next.width
+    U = _directions(objective.d, count, pos.dtype)
+    K = U.shape[0]
+    eps = 1e-7
+    r = objective.risk_gradient(mu_next)
+    base = jnp.repeat(pos, K, axis=0)
+    cand = unit.retract(unit.with_direction(base, eps * jnp.tile(U, (m, 1))))
+    s = jnp.repeat(mu_next.signs, K)
+    t = jnp.repeat(mu_t.positions, K, axis=0)
+
+    def per_mass(th):  # first-order change of F per unit mass, plus the proximal term
+        return s * (r @ unit.features(th, objective.X)) + objective.lam * unit.regulariser(th) + jnp.sum((th - t) ** 2, axis=1) / (2 * eta)
+
+    step = jnp.linalg.norm(cand - base, axis=1)
+    D = ((per_mass(cand) - per_mass(base)) / jnp.maximum(step, 1e-300)).reshape(m, K)
+    i = jnp.argmin(D, axis=1)
+    return jnp.maximum(-jnp.min(D, axis=1), 0.0), U[i]
+
+
+def _neuron_residuals(objective: Objective, mu_t: Measure, mu_next: Measure, eta, solver: "ProxSolver"):
+    """Per neuron, the implicit-Euler residual in velocity units (see :func:`prox_residual`),
+    and the active-set information: (residual (m,), kink mask, kink inputs (m, d),
+    origin mask, descent direction from the origin (m, d))."""
     unit = objective.unit
     v = objective.velocity(mu_next)  # −∇F' with the σ'(0) = 0 selection, tangent
     g = unit.project_tangent(mu_next.positions, (mu_next.positions - mu_t.positions) / eta) - v
-    if unit.activation.kink_jump is not None:
-        _, z, base, h, t = _kinks(objective, mu_next, g)
-        on_kink = jnp.abs(z) <= kink_band
-        g = jnp.where(on_kink[:, None], base + jnp.clip(t, 0.0, 1.0)[:, None] * h, g)
-    return jnp.max(jnp.linalg.norm(g, axis=-1))
+    res = jnp.linalg.norm(g, axis=-1)
+    m, d = mu_next.width, objective.d
+    if unit.activation.kink_jump is None:
+        none = jnp.zeros((m,), bool)
+        return res, none, jnp.zeros((m, d), g.dtype), none, jnp.zeros((m, d), g.dtype)
+    j, z, base, h, t = _kinks(objective, mu_next, g)
+    on_kink = jnp.abs(z) <= solver.kink_band
+    res = jnp.where(on_kink, jnp.linalg.norm(base + jnp.clip(t, 0.0, 1.0)[:, None] * h, axis=-1), res)
+    kink_mask = on_kink & (t > 0) & (t < 1)
+    at_origin = jnp.linalg.norm(unit.direction(mu_next.positions), axis=-1) <= solver.kink_band
+    if unit.activation.homogeneity == 1:
+        slope, direction = _origin_slopes(objective, mu_t, mu_next, eta, solver.origin_directions)
+        res = jnp.where(at_origin, slope, res)
+    else:
+        direction = jnp.zeros((m, d), g.dtype)
+    return res, kink_mask & ~at_origin, objective.X[j], at_origin, direction
+
+
+def prox_residual(objective: Objective, mu_t: Measure, mu_next: Measure, eta, solver: "ProxSolver | None" = None) -> Array:
+    """Implicit-Euler residual ``max_k dist(0, ∂[F'(μ⁺) + |· − θ^t_k|²/(2η)](θ⁺_k))``, velocity units.
+
+    For a smooth σ: ``max_k |∇F'(μ⁺)(θ⁺_k) + (θ⁺_k − θ^t_k)/η|`` (tangent part). For ReLU a
+    proximal point often sits exactly on a kink ``v(θ_k)·x_j = 0`` (as the prox of |x| sits
+    at 0): there optimality means 0 lies in the Clarke subdifferential, the segment between
+    the two one-sided gradients, and the distance from 0 to that segment is reported (for
+    the data point with the smallest ``|z_jk| ≤ solver.kink_band``). A neuron whose input
+    weights are 0 sits on every kink at once; for it the residual is the steepest descent
+    rate out of 0 (the metric slope), estimated over ``solver.origin_directions`` directions.
+    """
+    solver = solver or ProxSolver()
+    return jnp.max(_neuron_residuals(objective, mu_t, mu_next, eta, solver)[0])
 
 
 def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSolver) -> tuple[Measure, Array, dict]:
-    """One proximal step; returns (μ⁺, F(μ), {iterations, residual, prox_value, on_kink}).
+    """One proximal step; returns (μ⁺, F(μ), {iterations, residual, prox_value, on_kink, at_origin}).
 
-    L-BFGS minimises ``G(θ) = F(θ) + Σ|p_k||θ_k − θ^t_k|²/(2η)``. With a kinked σ
-    (ReLU), neurons whose minimiser sits on a kink make G nonsmooth there and stall
-    L-BFGS; an active-set loop (rounds of ``solver.round_iter`` iterations) then pins each
-    such neuron to its kink (``G∘Π``, Π the projection on ``v(θ_k)·x_j = 0``, which is
-    smooth), keeps it there while its Clarke multiplier t lies in [0, 1], and releases
-    it otherwise.
+    L-BFGS minimises ``G(θ) = F(θ) + Σ|p_k||θ_k − θ^t_k|²/(2η)``. With a kinked σ (ReLU),
+    neurons whose minimiser sits on a kink make G nonsmooth there and stall L-BFGS. An
+    active-set loop (rounds of ``solver.round_iter`` iterations) then pins each such neuron
+    to its kink (``G∘Π``, Π the projection on ``v(θ_k)·x_j = 0``, smooth), keeps it there
+    while its Clarke multiplier lies in [0, 1] and releases it otherwise; a neuron whose
+    input weights reach 0 is pinned at 0 while no direction descends out of it, and
+    otherwise sent a step η·slope along the steepest one.
     """
     unit = objective.unit
     G = _prox_objective(objective, mu, eta)
@@ -201,14 +259,17 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
     opt = optax.lbfgs(memory_size=solver.memory_size)
     weights = jnp.abs(mu.masses)
     inv_w = jnp.where(weights > 0, 1.0 / jnp.where(weights > 0, weights, 1.0), 0.0)[:, None]
-    m = mu.width
     kinked = unit.activation.kink_jump is not None
 
-    def lbfgs(pos, kink_x, mask, budget):
-        def project(psi):
-            return unit.project_to_kink(psi, kink_x, mask) if kinked else psi
+    def project(psi, kink_x, kink_mask, origin_mask):
+        if not kinked:
+            return psi
+        psi = unit.project_to_kink(psi, kink_x, kink_mask)
+        zero = unit.retract(unit.with_direction(psi, jnp.zeros_like(unit.direction(psi))))
+        return jnp.where(origin_mask[:, None], zero, psi)
 
-        Gp = lambda psi: G(project(psi))  # noqa: E731
+    def lbfgs(pos, active, budget):
+        Gp = lambda psi: G(project(psi, *active))  # noqa: E731
         value_and_grad = optax.value_and_grad_from_state(Gp)
 
         def cond(c):
@@ -225,38 +286,36 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
 
         g0 = jax.grad(Gp)(pos)
         it, psi, _, _ = jax.lax.while_loop(cond, body, (jnp.array(0), pos, opt.init(pos), jnp.max(jnp.linalg.norm(g0 * inv_w, axis=-1))))
-        return project(psi), it
+        return project(psi, *active), it
 
-    def residual_and_mask(pos):
-        mu_next = Measure(unit.retract(pos), mu.masses)
-        res = prox_residual(objective, mu, mu_next, eta, solver.kink_band)
-        if not kinked:
-            return res, jnp.zeros((m,), bool), jnp.zeros((m, objective.d), pos.dtype)
-        g = unit.project_tangent(pos, (pos - mu.positions) / eta) - objective.velocity(mu_next)
-        j, z, _, _, t = _kinks(objective, mu_next, g)
-        mask = (jnp.abs(z) <= solver.kink_band) & (t > 0) & (t < 1)
-        return res, mask, objective.X[j]
+    def examine(pos):
+        """Residual, the next active set, and the position with released origin neurons kicked out."""
+        res, kink_mask, kink_x, at_origin, direction = _neuron_residuals(objective, mu, Measure(unit.retract(pos), mu.masses), eta, solver)
+        stuck = at_origin & (res <= tol)
+        leave = at_origin & (res > tol)
+        kicked = unit.retract(unit.with_direction(pos, unit.direction(pos) + (eta * res)[:, None] * direction))
+        pos = jnp.where(leave[:, None], kicked, pos)
+        return jnp.max(res), (kink_x, kink_mask, stuck), pos
 
     def round_cond(c):
-        _, _, _, _, iters, res, _ = c
+        _, _, iters, res, _ = c
         return (iters < solver.max_iter) & (res > tol)
 
     def round_body(c):
-        rnd, pos, mask, kink_x, iters, _, _ = c
-        pos, it = lbfgs(pos, kink_x, mask, jnp.minimum(solver.round_iter, solver.max_iter - iters))
-        res, mask, kink_x = residual_and_mask(pos)
-        return rnd + 1, pos, mask, kink_x, iters + it, res, jnp.sum(mask)
+        pos, active, iters, _, _ = c
+        pos, it = lbfgs(pos, active, jnp.minimum(solver.round_iter, solver.max_iter - iters))
+        res, active, kicked = examine(pos)
+        return kicked, active, iters + it, res, pos
 
-    pos0 = mu.positions
-    res0, mask0, x0 = residual_and_mask(pos0)
-    init = (jnp.array(0), pos0, jnp.zeros((m,), bool), x0, jnp.array(0), res0, jnp.array(0))
-    _, pos, _, _, iters, res, n_kink = jax.lax.while_loop(round_cond, round_body, init)
+    res0, active0, kicked0 = examine(mu.positions)
+    _, active, iters, res, pos = jax.lax.while_loop(round_cond, round_body, (kicked0, active0, jnp.array(0), res0, mu.positions))
     mu_next = Measure(unit.retract(pos), mu.masses)
     return mu_next, objective.value(mu), {
         "iterations": iters,
         "residual": res,
         "prox_value": G(mu_next.positions),
-        "on_kink": n_kink,
+        "on_kink": jnp.sum(active[1]),
+        "at_origin": jnp.sum(active[2]),
     }
 
 
