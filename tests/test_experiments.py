@@ -172,3 +172,18 @@ def test_cli_list_and_config():
     assert result.exit_code == 0 and "train.step_size" in result.output and "step size" in result.output
     result = runner.invoke(app, ["config", "no-such-experiment"])
     assert result.exit_code == 2 and "no named experiment" in result.output
+
+
+def test_padding_with_zero_mass_atoms_changes_nothing():
+    """Widths padded into one program: the padded runs equal the unpadded ones step for step,
+    even where a zero-mass copy would blow up if it moved (signed_square is 2-homogeneous)."""
+    from wgflow.measure import stack_padded
+
+    ds = teacher_student(jax.random.PRNGKey(0), 100, 2, 4, teacher_signs="positive")
+    obj = make_objective(ds.X, ds.y, "signed_square", lam=1e-4, reduction="mean")
+    mus = [initial_measure(jax.random.fold_in(jax.random.PRNGKey(s), 4), "signed_square", 4, 2, scale=0.1) for s in range(3)]
+    a = explicit_gd_sweep(obj, stack_padded(mus), 0.25, 1500)
+    b = explicit_gd_sweep(obj, stack_padded(mus + [initial_measure(jax.random.PRNGKey(9), "signed_square", 50, 2)]), 0.25, 1500)
+    assert b.status[:3] == a.status
+    np.testing.assert_allclose(b.objective[:3], a.objective, rtol=1e-12)
+    np.testing.assert_allclose(b.final.positions[:3, :4], a.final.positions, rtol=1e-12, atol=1e-12)

@@ -42,7 +42,7 @@ from wgflow.flows.particle import explicit_gd_sweep
 from wgflow.flows.schedules import times as schedule_times
 from wgflow.flows.trajectory import SaveAt
 from wgflow.init import initial_measure
-from wgflow.measure import Measure
+from wgflow.measure import Measure, stack_padded
 from wgflow.objective import Objective, make_objective
 from wgflow.units import Parameterisation
 
@@ -96,15 +96,27 @@ def plane_coordinates(unit: Parameterisation, positions: np.ndarray, masses: np.
     return np.abs(c)[..., None] * v, np.where(c * np.asarray(masses) < 0, -1.0, 1.0)
 
 
-def _initial_batch(cfg: Config, unit_name: str, m: int, d: int, dtype) -> Measure:
+def _initial_batch(cfg: Config, unit_name: str, widths: list[int], d: int, dtype) -> Measure:
+    """The initial measures of every (width, seed) of a group, padded to one batch (zero-mass atoms)."""
     mus = [
         initial_measure(
             jax.random.fold_in(jax.random.PRNGKey(seed), m), unit_name, m, d, distribution=cfg.init.distribution,
             scale=cfg.init.scale, beta=cfg.init.beta, output=cfg.init.output, signs=cfg.init.signs, dtype=dtype,
         )
+        for m in widths
         for seed in cfg.sweep.seeds
     ]
-    return Measure(jnp.stack([u.positions for u in mus]), jnp.stack([u.masses for u in mus]))
+    return stack_padded(mus)
+
+
+def width_groups(cfg: Config, n: int) -> list[list[int]]:
+    """Widths run as one vmapped program: all of them padded to the largest when that is small
+    (padding wastes little and saves a compilation per width), else one program per width."""
+    widths, R = cfg.sweep.widths, len(cfg.sweep.seeds)
+    padded = len(widths) * R * max(widths)
+    if cfg.sweep.one_program is True or (cfg.sweep.one_program is None and padded * n <= 2**17):
+        return [list(widths)]
+    return [[m] for m in widths]
 
 
 @jax.jit
@@ -133,16 +145,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     rec = recorded_steps(K, cfg.output.metrics_points)
     snaps = np.unique(np.linspace(0, K, cfg.output.snapshots).round().astype(int))
     fp = fingerprint(dump_toml(cfg))
-    groups = [(p, m) for p in cfg.model.parameterisations for m in cfg.sweep.widths]
+    groups = [(p, ws) for p in cfg.model.parameterisations for ws in width_groups(cfg, ds.n)]
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
     start = time.perf_counter()
     optima = {}
+    n_seeds = len(cfg.sweep.seeds)
     with Progress(len(groups) * K, cfg.name, enabled=progress) as bar:
-        for gi, (param, m) in enumerate(groups):
+        for gi, (param, widths) in enumerate(groups):
             objective = make_objective(ds.X, ds.y, param, cfg.model.activation, cfg.model.loss, cfg.model.lam, cfg.model.reduction)
             if param not in optima:
                 optima[param] = optimum_support.global_minimum(objective)
-            mus = _initial_batch(cfg, param, m, objective.d, dtype)
+            mus = _initial_batch(cfg, param, widths, objective.d, dtype)
             R = mus.positions.shape[0]
             state0 = {"mus": mus, "stopped": np.zeros(R, bool)}
 
@@ -169,20 +182,24 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 return {"mus": bt.final, "stopped": stopped}, out
 
             state, records = run_segments(
-                rd, _group_key(param, m).replace("/", "-"), K, cfg.output.checkpoint_every, state0, advance,
+                rd, f"{param}-m{'-'.join(map(str, widths))}", K, cfg.output.checkpoint_every, state0, advance,
                 resume=resume, fingerprint=fp, concat_axis={"objective": 1, "speed": 1},
             )
             final = Measure(jnp.asarray(state["mus"].positions), jnp.asarray(state["mus"].masses))
             F_end, speed_end = (np.asarray(a) for a in _final_diagnostics(objective, final))
             stop_step = records["stop_step"].min(axis=0)
-            diverged = stop_step < K
-            F_end = np.where(diverged, np.nan, F_end)
-            key = _group_key(param, m)
-            results[f"{key}/objective"] = np.concatenate([records["objective"], F_end[:, None]], axis=1)
-            results[f"{key}/speed"] = np.concatenate([records["speed"], speed_end[:, None]], axis=1)
-            results[f"{key}/snapshots"] = np.concatenate([records["snap_positions"], np.asarray(final.positions)[None]], axis=0)
-            results[f"{key}/masses"] = np.asarray(final.masses)
-            results[f"{key}/stop_step"] = stop_step
+            F_end = np.where(stop_step < K, np.nan, F_end)
+            objective_all = np.concatenate([records["objective"], F_end[:, None]], axis=1)
+            speed_all = np.concatenate([records["speed"], speed_end[:, None]], axis=1)
+            snaps_all = np.concatenate([records["snap_positions"], np.asarray(final.positions)[None]], axis=0)
+            for i, m in enumerate(widths):  # split the group back into widths (and drop the padding)
+                rows = slice(i * n_seeds, (i + 1) * n_seeds)
+                key = _group_key(param, m)
+                results[f"{key}/objective"] = objective_all[rows]
+                results[f"{key}/speed"] = speed_all[rows]
+                results[f"{key}/snapshots"] = snaps_all[:, rows, :m]
+                results[f"{key}/masses"] = np.asarray(final.masses)[rows, :m]
+                results[f"{key}/stop_step"] = stop_step[rows]
     seconds = time.perf_counter() - start
     for param, opt in optima.items():
         if opt is not None:

@@ -52,8 +52,10 @@ def _speed(mu: Measure, v: Array) -> Array:
 
 
 def explicit_step(objective: Objective, mu: Measure, eta: Array) -> tuple[Measure, Array, dict]:
-    """One explicit step; returns (μ⁺, F(μ), diagnostics)."""
+    """One explicit step; returns (μ⁺, F(μ), diagnostics). Atoms of zero mass are padding
+    (sweeps over widths, sharding): they carry nothing and do not move."""
     F, v = objective.value_and_velocity(mu)
+    v = jnp.where((mu.masses != 0)[:, None], v, 0.0)
     pos = objective.unit.retract(mu.positions + eta * v)
     return Measure(pos, mu.masses), F, {"speed": _speed(mu, v)}
 
