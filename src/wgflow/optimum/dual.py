@@ -32,6 +32,7 @@ then reported as a heuristic lower estimate, not a certificate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -188,8 +189,39 @@ def exact_dual_norm(pat: Patterns, X: np.ndarray, r: np.ndarray, norm: str = "l2
 # --------------------------------------------------------------------------- heuristic
 
 
-def _dual_norm_of(v: jax.Array, norm: str) -> jax.Array:
-    return jnp.linalg.norm(v) if norm == "l2" else jnp.max(jnp.abs(v))
+def _gnorm(g: jax.Array, norm: str) -> jax.Array:
+    return jnp.linalg.norm(g, axis=-1) if norm == "l2" else jnp.sum(jnp.abs(g), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("sigma", "norm", "vary_scale", "num_ascent", "steps"))
+def _sample_and_ascend(X, z, G, sigma, norm, vary_scale, num_ascent, steps):
+    """max |zᵀσ(X g)|/‖g‖ over the rows of G, then Adam ascent from the ``num_ascent`` best."""
+
+    def ratio(g):
+        return (z @ sigma(X @ g)) / _gnorm(g, norm)
+
+    vals = jax.vmap(ratio)(G)
+    best = jnp.max(jnp.abs(vals))
+    if steps == 0 or num_ascent == 0:
+        return best
+    top = jnp.argsort(-jnp.abs(vals))[:num_ascent]
+    starts, signs = G[top], jnp.sign(vals[top])
+    opt = optax.adam(1e-2 * jnp.mean(_gnorm(starts, norm)))
+
+    def ascend(g0, s):
+        def loss(g):
+            return -s * ratio(g if vary_scale else g / _gnorm(g, norm))
+
+        def body(carry, _):
+            g, state, m = carry
+            v, grad = jax.value_and_grad(loss)(g)
+            upd, state = opt.update(grad, state)
+            return (optax.apply_updates(g, upd), state, jnp.maximum(m, -v)), None
+
+        (g, _, m), _ = jax.lax.scan(body, (g0, opt.init(g0), -loss(g0)), None, length=steps)
+        return jnp.maximum(m, -loss(g))
+
+    return jnp.maximum(best, jnp.max(jax.vmap(ascend)(starts, signs)))
 
 
 def sampled_dual_norm(
@@ -221,51 +253,22 @@ def sampled_dual_norm(
     X = jnp.asarray(X, jnp.float64)
     z = jnp.asarray(z, jnp.float64)
     n, d = X.shape
-    homogeneous = sigma.homogeneity == 1
-    vary_scale = scale_free and not homogeneous
+    vary_scale = scale_free and sigma.homogeneity != 1
     s0 = float(sigma(jnp.zeros(())))
     if vary_scale and s0 != 0.0 and abs(float(jnp.sum(z))) > 1e-12 * float(jnp.sum(jnp.abs(z)) + 1e-300):
         return math.inf, 0
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     k1, k2 = jax.random.split(key)
-    xs = float(jnp.median(jnp.linalg.norm(X, axis=1))) or 1.0
-
-    def gnorm(g):
-        return jnp.linalg.norm(g, axis=-1) if norm == "l2" else jnp.sum(jnp.abs(g), axis=-1)
-
-    def ratio(g):  # |zᵀσ(Xg)| / ‖g‖ for one g, with the sign kept for the ascent
-        return (z @ sigma(X @ g)) / gnorm(g)
-
-    G = jax.random.normal(k1, (num_samples, d))
-    G = G / gnorm(G)[:, None]
+    G = jax.random.normal(k1, (num_samples, d), jnp.float64)
+    G = G / _gnorm(G, norm)[:, None]
     if vary_scale:
-        G = G * (jnp.exp(jax.random.uniform(k2, (num_samples, 1), minval=-3 * math.log(10), maxval=3 * math.log(10))) / xs)
-    vals = jax.vmap(ratio)(G)
-    best = float(jnp.max(jnp.abs(vals)))
-    top = jnp.argsort(-jnp.abs(vals))[:num_ascent]
-    starts, signs = G[top], jnp.sign(vals[top])
-
-    def ascend(g0, s):
-        opt = optax.adam(1e-2 * float(jnp.mean(gnorm(starts))))
-
-        def loss(g):
-            gg = g / gnorm(g) if not vary_scale else g
-            return -s * ratio(gg)
-
-        def body(carry, _):
-            g, state, m = carry
-            v, grad = jax.value_and_grad(loss)(g)
-            upd, state = opt.update(grad, state)
-            return (optax.apply_updates(g, upd), state, jnp.maximum(m, -v)), None
-
-        (g, _, m), _ = jax.lax.scan(body, (g0, opt.init(g0), -loss(g0)), None, length=ascent_steps)
-        return jnp.maximum(m, -loss(g))
-
-    if ascent_steps > 0 and num_ascent > 0:
-        best = max(best, float(jnp.max(jax.jit(jax.vmap(ascend))(starts, signs))))
+        xs = float(jnp.median(jnp.linalg.norm(X, axis=1))) or 1.0
+        G = G * (jnp.exp(jax.random.uniform(k2, (num_samples, 1), jnp.float64, -3 * math.log(10), 3 * math.log(10))) / xs)
+    best = float(_sample_and_ascend(X, z, G, sigma, norm, vary_scale, min(num_ascent, num_samples), ascent_steps))
     if vary_scale and s0 == 0.0:  # g → 0: zᵀσ(Xg)/‖g‖ → σ'(0) zᵀX g/‖g‖
         slope = float(jax.grad(lambda t: sigma(t))(0.0))
-        best = max(best, abs(slope) * float(_dual_norm_of(X.T @ z, "l2" if norm == "l2" else "linf")))
+        v = X.T @ z
+        best = max(best, abs(slope) * float(jnp.linalg.norm(v) if norm == "l2" else jnp.max(jnp.abs(v))))
     return best, int(num_samples)
 
 

@@ -64,7 +64,9 @@ class Patterns:
 
     ``generators`` (G, d) and ``owner`` (G,): the cone of pattern i is
     ``K_i = {Σ a_g g : a ≥ 0, owner[g] = i}`` (unit vectors). ``generator_id`` (G,)
-    names each generator across patterns (neighbouring chambers share their rays).
+    names each generator across patterns (neighbouring chambers share their rays);
+    ``null_generator`` marks the ± null-space lines of a rank-deficient X (a neuron's
+    component there changes no output: the ℓ2 program can leave them out).
 
     Counts: ``n_regions`` chambers in all (with the all-zero one if present), equal
     to ``expected_regions`` from the exact formula for this arrangement, and to
@@ -82,6 +84,7 @@ class Patterns:
     generators: np.ndarray
     owner: np.ndarray
     generator_id: np.ndarray
+    null_generator: np.ndarray
     n_regions: int
     expected_regions: int
     general_position_regions: int
@@ -389,12 +392,14 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
         rays = np.concatenate(rays_r)
     else:
         generators, rays = np.zeros((0, d)), np.zeros((0, r))
-    _, gid = np.unique(np.asarray(gid, np.int64), return_inverse=True)
+    gid_raw = np.asarray(gid, np.int64)
+    _, gid = np.unique(gid_raw, return_inverse=True)
     return Patterns(
         D=Dall[keep],
         generators=generators,
         owner=np.asarray(owner, np.int64),
         generator_id=gid.reshape(-1).astype(np.int64),
+        null_generator=np.isin(gid_raw, null_ids),
         n_regions=n_regions,
         expected_regions=expected,
         general_position_regions=regions_in_general_position(k, r) if r else 1,

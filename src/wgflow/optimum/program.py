@@ -130,7 +130,7 @@ class ConvexSolver:
     """
 
     formulation: str = "working_set"
-    tol: float = 1e-10
+    tol: float = 1e-9
     certificate_tol: float = 1e-8
     max_rounds: int = 50
     initial: int = 32
@@ -156,8 +156,9 @@ class ConvexSolver:
 class GlobalOptimum:
     """The certified global minimum F* of a two-layer ReLU network with weight decay.
 
-    ``value``: optimal value of the convex program (the solver's), in the objective's
-    reduction; it is the global minimum of the Objective over measures of any width
+    ``value``: optimal value of the convex program, in the objective's reduction: the
+    solver's value (``solver_value``) moved into [lower_bound, upper_bound] if it fell
+    outside by its tolerance (both bounds are rigorous, so this only corrects it); it is the global minimum of the Objective over measures of any width
     (in the mean-field scaling a width-m network has masses 1/m and ``lifted``
     positions √m (w, α), which gives the plain loss exactly: F* = P*).
     ``lower_bound`` ≤ F* ≤ ``upper_bound``: the dual certificate and the loss of
@@ -185,6 +186,7 @@ class GlobalOptimum:
     rounds: int = 1
     working_set: int = 0
     dual: DualBound | None = None
+    solver_value: float = math.nan
     timings: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -200,6 +202,7 @@ class GlobalOptimum:
         """JSON-ready numbers (the CLI prints this)."""
         return {
             "global_min": self.value,
+            "solver_value": self.solver_value,
             "lower_bound": self.lower_bound,
             "upper_bound": self.upper_bound,
             "gap": self.gap,
@@ -290,10 +293,14 @@ def solve_cone(problem: ConvexProblem, pat: Patterns, pairs: np.ndarray, solver:
     if Q == 0:
         return _Solution(np.zeros((0, d)), float(y @ y), "optimal", 0.0, 0.0, y.copy())
     t0 = time.perf_counter()
+    # ℓ2: a component of u in the null space of X changes no output and only adds norm: leave those lines out
+    use = ~pat.null_generator if problem.norm == "l2" else np.ones(len(pat.owner), bool)
     counts = np.bincount(pat.owner, minlength=pat.n_patterns)
     starts = np.concatenate([[0], np.cumsum(counts)])
     gen_idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in pairs[:, 0]])
     var_q = np.repeat(np.arange(Q), counts[pairs[:, 0]])
+    keep = use[gen_idx]
+    gen_idx, var_q = gen_idx[keep], var_q[keep]
     A = len(gen_idx)
     sign = pairs[var_q, 1].astype(np.float64)
     gens = pat.generators[gen_idx]
@@ -528,7 +535,7 @@ def solve(
     lower = dual.value
     gap = upper - lower
     return GlobalOptimum(
-        value=problem.scale * value,
+        value=min(max(problem.scale * value, lower), upper) if lower <= upper else problem.scale * value,
         lower_bound=lower,
         upper_bound=upper,
         gap=gap,
@@ -546,6 +553,7 @@ def solve(
         rounds=rounds,
         working_set=int(len(pairs)),
         dual=dual,
+        solver_value=problem.scale * value,
         timings=timings,
     )
 
