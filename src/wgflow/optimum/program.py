@@ -32,6 +32,7 @@ import numbers
 import time
 
 import cvxpy as cp
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -414,8 +415,20 @@ def network_loss(objective: Objective, net: PlainNetwork) -> float:
     W[:m] = np.asarray(net.W)
     alpha = np.zeros(width)
     alpha[:m] = np.asarray(net.alpha)
-    mu = obj.unit.from_plain(PlainNetwork(jnp.asarray(W, jnp.float64), jnp.asarray(alpha, jnp.float64)))
-    return float(obj.value(mu))
+    net = PlainNetwork(jnp.asarray(W, jnp.float64), jnp.asarray(alpha, jnp.float64))
+    if obj.unit.name == "sphere":  # its map checks w ≠ 0 on concrete values: map eagerly
+        return float(_value(obj, obj.unit.from_plain(net)))
+    return float(_value_of_plain(obj, net))
+
+
+@eqx.filter_jit
+def _value(objective: Objective, mu: Measure):
+    return objective.value(mu)
+
+
+@eqx.filter_jit
+def _value_of_plain(objective: Objective, net: PlainNetwork):
+    return objective.value(objective.unit.from_plain(net))
 
 
 def _relu_outputs(X: np.ndarray, net: PlainNetwork) -> np.ndarray:
@@ -446,6 +459,25 @@ def _violations(problem: ConvexProblem, pat: Patterns, r: np.ndarray) -> np.ndar
     """(P, 2) dual checks: max over unit g ∈ K_i of ±2 rᵀ D_i X g (≤ β at the optimum)."""
     plus, minus = pattern_dual_norms(pat, problem.X, 2.0 * r, problem.norm)
     return np.stack([plus, minus], axis=1)
+
+
+def _select(viol: np.ndarray, candidates: np.ndarray, edges: np.ndarray, count: int) -> np.ndarray:
+    """Flat indices of up to ``count`` (pattern, sign) candidates to add: first the local maxima of the
+    dual check over the chamber graph (one per distinct direction where a neuron is wanted), then the
+    largest remaining values."""
+    v = np.where(candidates, viol, -np.inf)
+    nb_max = np.full_like(viol, -np.inf)
+    if edges.size:
+        for col in (0, 1):  # the largest neighbouring value, per sign
+            np.maximum.at(nb_max[:, col], edges[:, 0], viol[edges[:, 1], col])
+            np.maximum.at(nb_max[:, col], edges[:, 1], viol[edges[:, 0], col])
+    peak = candidates & (viol >= nb_max)
+    first = np.flatnonzero(peak.ravel())
+    first = first[np.argsort(-v.ravel()[first])][:count]
+    rest = np.argsort(-v, axis=None)[: count]
+    rest = rest[np.isfinite(v.ravel()[rest])]
+    chosen = np.concatenate([first, rest[~np.isin(rest, first)]])
+    return chosen[:count]
 
 
 def _pairs_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -498,9 +530,8 @@ def solve(
     else:
         # working set: start from the patterns most violated at the zero network
         viol = _violations(problem, pat, problem.y)
-        order = np.argsort(-viol, axis=None)[: solver.initial]
         mask = np.zeros((P, 2), bool)
-        mask.flat[order[viol.flat[order] > beta]] = True
+        mask.flat[_select(viol, viol > beta, edges, solver.initial)] = True
         sol = _Solution(np.zeros((0, problem.d)), float(problem.y @ problem.y), "optimal", 0.0, 0.0)
         pairs = _pairs_from_mask(mask)
         timings["setup"] = timings["solve"] = 0.0
@@ -518,8 +549,7 @@ def solve(
             bad = (viol > beta * (1.0 + solver.certificate_tol)) & ~mask
             if not bad.any() or not sol.status.startswith("optimal"):
                 break
-            order = np.argsort(-np.where(bad, viol, -np.inf), axis=None)[: solver.add]
-            mask.flat[order[bad.flat[order]]] = True
+            mask.flat[_select(viol, bad, edges, solver.add)] = True
         else:
             status = "max_rounds"
         if not mask.any():
