@@ -351,7 +351,7 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
         raise InputError(
             "data.X",
             f"the pattern enumeration found {n_regions} chambers where the arrangement's exact count is {expected}: "
-            "the inputs are too close to a degenerate configuration for tol = {tol:g}",
+            f"the inputs are too close to a degenerate configuration for tol = {tol:g}",
             "deduplicate nearly parallel rows, or raise/lower tol",
         )
 

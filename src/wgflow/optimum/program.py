@@ -199,6 +199,13 @@ class GlobalOptimum:
     def width(self) -> int:
         return int(self.network.alpha.shape[0])
 
+    def measure(self, parameterisation: str = "lifted") -> Measure:
+        """The optimal network as a mean-field measure of ``parameterisation`` (e.g. to start a flow at F*)."""
+        from wgflow.units import get_parameterisation
+
+        unit = get_parameterisation(parameterisation, "relu")
+        return unit.from_plain(PlainNetwork(jnp.asarray(self.network.W), jnp.asarray(self.network.alpha)))
+
     def summary(self) -> dict:
         """JSON-ready numbers (the CLI prints this)."""
         return {
