@@ -461,3 +461,27 @@ def test_cli_prints_text_and_json(tmp_path, capsys):
     assert optimum_command(tmp_path / "missing.npz", 0.1, False, False) == 2
     assert "does not exist" in capsys.readouterr().err
     assert optimum_command(tmp_path / "d.npz", -1.0, False, True) == 2
+
+
+@pytest.mark.slow
+def test_certificate_is_float64_without_jax_enable_x64():
+    """With JAX in its default float32 mode the upper bound must still be the float64 loss of the data."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, jax\n"
+        "assert not jax.config.jax_enable_x64\n"
+        "from wgflow.optimum import global_minimum\n"
+        "from wgflow.data import with_bias\n"
+        "rng = np.random.default_rng(1); X = with_bias(rng.standard_normal((10, 2))); y = rng.standard_normal(10)\n"
+        "o = global_minimum(X, y, 0.1)\n"
+        "print(o.relative_gap, o.certified)\n"
+    )
+    import os
+
+    env = {**os.environ, "JAX_ENABLE_X64": "0", "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    gap, certified = out.stdout.split()
+    assert float(gap) < 1e-7 and certified == "True"

@@ -20,6 +20,7 @@ from wgflow.optimum.program import (
     ConvexSolver,
     GlobalOptimum,
     _check_lam,
+    float64,
     make_problem,
     solve,
 )
@@ -164,7 +165,8 @@ def dual_bound(
     if scale_free and sigma.homogeneity != 1 and float(sigma(jnp.zeros(()))) != 0.0:
         r = r - r.mean()
         note = "; σ(0) ≠ 0: residual centred (a vanishing neuron is a free constant)"
-    b = sampled_bound(problem.X, problem.y, r, problem.weight, activation=sigma, norm=norm, scale_free=scale_free, num_samples=num_samples, ascent_steps=ascent_steps, key=key)
+    with float64():
+        b = sampled_bound(problem.X, problem.y, r, problem.weight, activation=sigma, norm=norm, scale_free=scale_free, num_samples=num_samples, ascent_steps=ascent_steps, key=key)
     return DualBound(problem.scale * b.value, b.dual_norm, b.scale, False, b.method, b.n_evaluated, b.note + note)
 
 

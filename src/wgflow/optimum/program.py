@@ -26,6 +26,7 @@ Formulations (all over the exact pattern list; docs/optimum.md §2):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -406,10 +407,16 @@ def _objective_f64(objective: Objective) -> Objective:
     )
 
 
+def float64():
+    """A context in which JAX computes in float64 (a no-op when ``jax_enable_x64`` is already on:
+    entering the context costs recompilations)."""
+    return contextlib.nullcontext() if jax.config.jax_enable_x64 else jax.enable_x64(True)
+
+
 def network_loss(objective: Objective, net: PlainNetwork) -> float:
     """F of the mean-field measure of ``net`` (``objective.unit.from_plain``), in float64."""
-    if not jax.config.jax_enable_x64:  # entering the context costs recompilations: only when needed
-        with jax.enable_x64(True):
+    if not jax.config.jax_enable_x64:
+        with float64():
             return network_loss(objective, net)
     obj = _objective_f64(objective) if objective.X.dtype != jnp.float64 else objective
     # pad to a power-of-two width with neurons that output 0 at cost 0, so that JAX compiles
@@ -511,6 +518,11 @@ def solve(
     """
     solver.check()
     require(patterns in PATTERN_MODES or isinstance(patterns, Patterns), "patterns", f"must be one of {list(PATTERN_MODES)} or a Patterns", value=patterns)
+    with float64():  # the certificate is computed in float64 whatever the global JAX setting
+        return _solve(problem, solver, objective, patterns, num_samples, key)
+
+
+def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOptimum:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if objective is None:
