@@ -157,6 +157,17 @@ def test_enumeration_of_integer_points_equals_brute_force(d, pts):
     assert pat.n_regions == pat.expected_regions
 
 
+def test_chamber_adjacency_two_ways():
+    """Facet-sharing chambers recorded by the enumeration = chambers whose signs differ in one bounding plane."""
+    from wgflow.optimum.patterns import chamber_adjacency, chamber_adjacency_by_signs
+
+    for X in (with_bias(np.random.default_rng(0).standard_normal((12, 2))), np.random.default_rng(1).standard_normal((9, 2)), _degenerate("d3-three-planes-one-line"), _degenerate("d3-rank2")):
+        pat = enumerate_patterns(X)
+        a = set(map(tuple, chamber_adjacency(pat)))
+        assert a == set(map(tuple, chamber_adjacency_by_signs(pat))) and len(a) >= pat.n_patterns - 1
+        assert all(np.sum(pat.signs[i] != pat.signs[j]) == 1 for i, j in a)
+
+
 def test_every_cone_generator_has_its_pattern():
     """On K_D, relu(X u) = D X u: every generator satisfies (2D − I) X g ≥ 0 and a strict interior point realises D."""
     for X in (np.random.default_rng(4).standard_normal((8, 3)), _degenerate("d3-rank2"), _degenerate("d2-collinear-repeated-zero")):

@@ -76,8 +76,10 @@ class Patterns:
     space of X (``basis`` (d, r), orthonormal; the identity when X has full rank),
     where each cone is pointed: ``normals`` (k, r) of the distinct hyperplanes, the
     chamber ``signs`` (P, k), the pointed ``rays`` (R, r) with ``ray_owner``, all
-    pairs of rays of one chamber ``pair_a``/``pair_b`` (indices into ``rays``), and
-    the ``null_basis`` (d, d − r) whose lines every cone contains.
+    pairs of rays of one chamber ``pair_a``/``pair_b`` (indices into ``rays``), the
+    ``null_basis`` (d, d − r) whose lines every cone contains, and ``edges`` (E, 2): the
+    pairs of patterns whose chambers share a facet (found around each line, where
+    consecutive chambers are separated by one plane).
     """
 
     D: np.ndarray
@@ -99,6 +101,7 @@ class Patterns:
     ray_owner: np.ndarray
     pair_a: np.ndarray
     pair_b: np.ndarray
+    edges: np.ndarray
 
     @property
     def n_patterns(self) -> int:
@@ -209,16 +212,16 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
     inc = np.abs(V @ normals.T) <= tol  # (pairs, k): planes through the line of the pair
     inc[np.arange(len(ia)), ia] = True
     inc[np.arange(len(ia)), ib] = True
+    cnt = inc.sum(axis=1)
+    line_dirs = [V[p] for p in np.flatnonzero(cnt == 2)]  # general position: a pair's own line
+    line_sets = [np.array([ia[p], ib[p]]) for p in np.flatnonzero(cnt == 2)]
     covered = np.zeros((k, k), bool)
-    line_dirs, line_sets = [], []
-    for p in range(len(ia)):
+    for p in np.flatnonzero(cnt > 2):  # ties: one line shared by all the planes through it
         a, b = ia[p], ib[p]
         if covered[a, b]:
             continue
         S = np.flatnonzero(inc[p])
-        v = V[p]
-        if S.size > 2:  # a tie: refine the common line of all its planes
-            v = np.linalg.svd(normals[S])[2][-1]
+        v = np.linalg.svd(normals[S])[2][-1]  # the common line of all its planes
         covered[np.ix_(S, S)] = True
         line_dirs.append(v)
         line_sets.append(S)
@@ -228,20 +231,28 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
     base = np.where(line_dirs @ normals.T > 0, 1, -1).astype(np.int8)  # (L, k), for +v
 
     rows, ray_vecs, ray_ids = [], [], []
+    # chambers consecutive around a line share a facet: record those pairs (row indices) as edges
+    edge_rows, nrow = [], 0
     simple = np.array([len(S) == 2 for S in line_sets])
     if simple.any():  # general-position lines: the 4 local chambers are the 4 sign pairs
         li = np.flatnonzero(simple)
         pa = np.array([line_sets[i][0] for i in li])
         pb = np.array([line_sets[i][1] for i in li])
+        m = len(li)
         for o in (1, -1):
+            block = {}
             for sa in (1, -1):
                 for sb in (1, -1):
                     s = o * base[li]
-                    s[np.arange(len(li)), pa] = sa
-                    s[np.arange(len(li)), pb] = sb
+                    s[np.arange(m), pa] = sa
+                    s[np.arange(m), pb] = sb
                     rows.append(s)
                     ray_vecs.append(o * line_dirs[li])
                     ray_ids.append(2 * li + (o < 0))
+                    block[sa, sb] = nrow + np.arange(m)
+                    nrow += m
+            for u, v in (((1, 1), (1, -1)), ((1, 1), (-1, 1)), ((-1, -1), (1, -1)), ((-1, -1), (-1, 1))):
+                edge_rows.append(np.stack([block[u], block[v]], axis=1))
     for i in np.flatnonzero(~simple):
         S = line_sets[i]
         E = _orthonormal_complement(line_dirs[i])
@@ -254,11 +265,15 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
             rows.append(s)
             ray_vecs.append(np.repeat(o * line_dirs[i][None, :], s.shape[0], axis=0))
             ray_ids.append(np.full(s.shape[0], 2 * i + (o < 0)))
+            t = len(s)  # the local arcs around the line, in cyclic order
+            edge_rows.append(nrow + np.stack([np.arange(t), (np.arange(t) + 1) % t], axis=1))
+            nrow += t
     rows = np.concatenate(rows)
     ray_vecs = np.concatenate(ray_vecs)
     ray_ids = np.concatenate(ray_ids)
     uniq, inverse = unique_rows(rows > 0)
-    return np.where(uniq, 1, -1).astype(np.int8), ray_vecs, ray_ids, inverse, expected, L
+    edges = inverse[np.concatenate(edge_rows)]
+    return np.where(uniq, 1, -1).astype(np.int8), ray_vecs, ray_ids, inverse, expected, edges
 
 
 # --------------------------------------------------------------------------- public
@@ -324,28 +339,24 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
         normals /= np.linalg.norm(normals, axis=1, keepdims=True)
 
     # chambers in the reduced coordinates: signs (F, k) and pointed rays
+    # rays as flat arrays (vectors, ids, chamber), sorted by chamber
     if r == 0:
         signs = np.zeros((1, 0), np.int8)
-        ray_list: list[np.ndarray] = [np.zeros((0, 0))]
-        rid_list: list[np.ndarray] = [np.zeros(0, np.int64)]
-        expected = 1
+        ray_vecs, ray_ids, ray_ch = np.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        expected, edges = 1, np.zeros((0, 2), np.int64)
     elif r == 1:
         e = np.sign(normals[:, 0]).astype(np.int8)  # every normal is ±1 in 1-D
         signs = np.stack([e, -e])
-        ray_list = [np.ones((1, 1)), -np.ones((1, 1))]
-        rid_list = [np.array([0]), np.array([1])]
-        expected = 2
+        ray_vecs, ray_ids, ray_ch = np.array([[1.0], [-1.0]]), np.array([0, 1]), np.array([0, 1])
+        expected, edges = 2, np.array([[0, 1]])
     elif r == 2:
         signs, ends, rid = _circle_chambers(normals)
-        ray_list = [ends[i] for i in range(len(signs))]
-        rid_list = [rid[i] for i in range(len(signs))]
-        expected = 2 * k
+        ray_vecs, ray_ids, ray_ch = ends.reshape(-1, 2), rid.reshape(-1), np.repeat(np.arange(len(signs)), 2)
+        expected, edges = 2 * k, np.stack([np.arange(2 * k), (np.arange(2 * k) + 1) % (2 * k)], axis=1)
     else:
-        signs, ray_vecs, ray_ids, inverse, expected, _ = _sphere_chambers(normals, tol)
+        signs, ray_vecs, ray_ids, inverse, expected, edges = _sphere_chambers(normals, tol)
         order = np.argsort(inverse, kind="stable")
-        splits = np.cumsum(np.bincount(inverse, minlength=len(signs)))[:-1]
-        ray_list = np.split(ray_vecs[order], splits)
-        rid_list = np.split(ray_ids[order], splits)
+        ray_vecs, ray_ids, ray_ch = ray_vecs[order], ray_ids[order], inverse[order]
     n_regions = len(signs)
     if n_regions != expected:
         raise InputError(
@@ -365,35 +376,35 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
     keep = np.flatnonzero(active)
 
     # generators in data coordinates: pointed rays mapped back, plus ± the null space
-    gens, owner, gid, rays_r, ray_owner, pa, pb = [], [], [], [], [], [], []
-    n_ray_ids = 2 * max(1, k * k)
-    nulls = [null[:, j] * s for j in range(null.shape[1]) for s in (1.0, -1.0)]
-    null_ids = list(range(n_ray_ids, n_ray_ids + len(nulls)))
-    offset = 0
-    triu = {}
-    for new_i, i in enumerate(keep):
-        R = ray_list[i]
-        gens.append(R @ basis.T)
-        gid.extend(int(x) for x in rid_list[i])
-        gens.extend(v[None, :] for v in nulls)
-        gid.extend(null_ids)
-        owner.extend([new_i] * (len(R) + len(nulls)))
-        rays_r.append(R)
-        ray_owner.extend([new_i] * len(R))
-        if len(R) not in triu:
-            triu[len(R)] = np.triu_indices(len(R), 1)
-        a, b = triu[len(R)]
-        pa.append(offset + a)
-        pb.append(offset + b)
-        offset += len(R)
-    if keep.size:
-        generators = np.concatenate(gens)
+    P = keep.size
+    new_index = np.full(n_regions, -1, np.int64)
+    new_index[keep] = np.arange(P)
+    sel = new_index[ray_ch] >= 0
+    rays, ray_owner, rid = ray_vecs[sel], new_index[ray_ch[sel]], ray_ids[sel]
+    n_ray_ids = int(ray_ids.max()) + 1 if ray_ids.size else 0
+    nulls = np.array([null[:, j] * s for j in range(null.shape[1]) for s in (1.0, -1.0)]).reshape(-1, d)
+    null_ids = np.arange(n_ray_ids, n_ray_ids + len(nulls))
+    gens = np.concatenate([rays @ basis.T, np.tile(nulls, (P, 1))])
+    owner = np.concatenate([ray_owner, np.repeat(np.arange(P), len(nulls))])
+    gid_raw = np.concatenate([rid, np.tile(null_ids, P)])
+    order = np.argsort(owner, kind="stable")  # contiguous per pattern
+    generators, owner, gid_raw = gens[order], owner[order], gid_raw[order]
+    if generators.size:
         generators /= np.linalg.norm(generators, axis=1, keepdims=True)
-        rays = np.concatenate(rays_r)
-    else:
-        generators, rays = np.zeros((0, d)), np.zeros((0, r))
-    gid_raw = np.asarray(gid, np.int64)
     _, gid = np.unique(gid_raw, return_inverse=True)
+    # facet-sharing pairs among the kept patterns
+    edges = new_index[edges]
+    edges = np.sort(edges[(edges >= 0).all(axis=1) & (edges[:, 0] != edges[:, 1])], axis=1)
+    edges = np.unique(edges, axis=0) if len(edges) else np.zeros((0, 2), np.int64)
+    # all pairs of rays of one chamber (its 2-D faces are among them)
+    counts = np.bincount(ray_owner, minlength=P)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pa, pb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for c in np.unique(counts[counts >= 2]):
+        a, b = np.triu_indices(int(c), 1)
+        st = starts[counts == c][:, None]
+        pa.append((st + a).reshape(-1))
+        pb.append((st + b).reshape(-1))
     return Patterns(
         D=Dall[keep],
         generators=generators,
@@ -411,9 +422,10 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
         normals=normals,
         signs=signs[keep],
         rays=rays,
-        ray_owner=np.asarray(ray_owner, np.int64),
-        pair_a=np.concatenate(pa) if pa else np.zeros(0, np.int64),
-        pair_b=np.concatenate(pb) if pb else np.zeros(0, np.int64),
+        ray_owner=ray_owner,
+        pair_a=np.concatenate(pa).astype(np.int64),
+        pair_b=np.concatenate(pb).astype(np.int64),
+        edges=edges.astype(np.int64),
     )
 
 
@@ -436,8 +448,14 @@ def sample_patterns(X, num: int, key: int | np.random.Generator = 0) -> np.ndarr
     return D[D[:, nonzero_rows].any(axis=1)] if nonzero_rows.any() else D[:0]
 
 
-def chamber_adjacency(pat: Patterns, tol: float = 1e-9) -> np.ndarray:
-    """Pairs (i, j) of patterns whose chambers share a facet (their signs differ in one hyperplane).
+def chamber_adjacency(pat: Patterns) -> np.ndarray:
+    """Pairs (i, j), i < j, of patterns whose chambers share a facet (recorded by the enumeration)."""
+    return pat.edges
+
+
+def chamber_adjacency_by_signs(pat: Patterns, tol: float = 1e-9) -> np.ndarray:
+    """The same pairs recomputed from the sign vectors (an independent check of ``pat.edges``):
+    two chambers share a facet when their signs differ in exactly one bounding hyperplane.
 
     A hyperplane bounds chamber i when ≥ rank − 1 of its extreme rays lie on it; the
     neighbour across it has that one sign flipped (absent if it is the all-zero pattern).
@@ -445,17 +463,36 @@ def chamber_adjacency(pat: Patterns, tol: float = 1e-9) -> np.ndarray:
     P, k, r = pat.n_patterns, pat.n_hyperplanes, pat.rank
     if P < 2 or k == 0:
         return np.zeros((0, 2), np.int64)
-    bits = np.packbits(pat.signs > 0, axis=1)
-    index = {row.tobytes(): i for i, row in enumerate(bits)}
-    on = (np.abs(pat.rays @ pat.normals.T) <= tol).astype(np.int64)  # (R, k)
-    counts = np.zeros((P, k), np.int64)
-    np.add.at(counts, pat.ray_owner, on)
+    words = _words(pat.signs > 0)
+    on = csr_matrix(np.abs(pat.rays @ pat.normals.T) <= tol, dtype=np.int64)  # (R, k): ray on plane
+    R = len(pat.ray_owner)
+    counts = (csr_matrix((np.ones(R, np.int64), (pat.ray_owner, np.arange(R))), shape=(P, R)) @ on).toarray()
     ci, h = np.nonzero(counts >= max(r - 1, 0))
-    flipped = bits[ci].copy()
-    flipped[np.arange(len(ci)), h // 8] ^= (1 << (7 - h % 8)).astype(np.uint8)
-    edges = [(i, index[f.tobytes()]) for i, f in zip(ci.tolist(), flipped) if f.tobytes() in index]
-    E = np.array(edges, np.int64).reshape(-1, 2)
+    flipped = words[ci].copy()
+    flipped[np.arange(len(ci)), h // 64] ^= np.left_shift(np.uint64(1), (63 - h % 64).astype(np.uint64))
+    # exact lookup of the flipped sign vectors among the chambers': sort both together
+    # (chambers first among equal rows); a query whose run starts with a chamber has found it
+    allw = np.concatenate([words, flipped])
+    tag = np.concatenate([np.zeros(P, np.int64), np.ones(len(ci), np.int64)])
+    order = np.lexsort((tag,) + tuple(allw[:, w] for w in range(allw.shape[1] - 1, -1, -1)))
+    sw = allw[order]
+    start = np.ones(len(order), bool)
+    start[1:] = np.any(sw[1:] != sw[:-1], axis=1)
+    head = order[np.flatnonzero(start)[np.cumsum(start) - 1]]  # first row of each row's run
+    q = order >= P
+    j = np.full(len(ci), -1, np.int64)
+    j[order[q] - P] = np.where(head[q] < P, head[q], -1)
+    found = j >= 0
+    E = np.stack([ci[found], j[found]], axis=1)
     return E[E[:, 0] < E[:, 1]]
+
+
+def _words(B: np.ndarray) -> np.ndarray:
+    """Rows of a boolean (m, k) matrix packed into (m, ⌈k/64⌉) uint64 words, bit h of a row at
+    word h // 64, bit 63 − h % 64."""
+    packed = np.packbits(B, axis=1)
+    pad = (-packed.shape[1]) % 8
+    return np.ascontiguousarray(np.pad(packed, ((0, 0), (0, pad)))).view(">u8").astype(np.uint64)
 
 
 def spanning_forest(chambers: np.ndarray, edges: np.ndarray) -> np.ndarray:
