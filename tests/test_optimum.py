@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from wgflow import InputError, Measure, PlainNetwork, make_objective
+from wgflow import InputError, PlainNetwork, make_objective
 from wgflow.data import with_bias
 from wgflow.flows import explicit_gd, polish
 from wgflow.init import initial_measure

@@ -39,11 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from wgflow.errors import InputError, require
+from wgflow.errors import require
 from wgflow.measure import Measure
 from wgflow.objective import Objective, make_objective, validate_data
 from wgflow.optimum.dual import NORMS, DualBound, best_scaled_dual, exact_dual_norm, pattern_dual_norms, sampled_bound
-from wgflow.optimum.patterns import Patterns, chamber_adjacency, effective_rank, enumerate_patterns, sample_patterns, spanning_forest
+from wgflow.optimum.patterns import Patterns, chamber_adjacency, enumerate_patterns, sample_patterns, spanning_forest
 from wgflow.units import PlainNetwork
 
 FORMULATIONS = ("working_set", "cone", "plain")
@@ -149,6 +149,7 @@ class ConvexSolver:
         for f in ("max_rounds", "initial", "add", "max_iter"):
             v = getattr(self, f)
             require(isinstance(v, int) and v > 0, f"solver.{f}", "must be a positive integer", value=v)
+        require(isinstance(self.prune, numbers.Real) and 0 <= self.prune < 1, "solver.prune", "must be in [0, 1)", value=self.prune)
 
 
 # --------------------------------------------------------------------------- result
