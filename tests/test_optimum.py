@@ -371,6 +371,7 @@ def test_weak_duality_against_random_networks(small_problem):
     assert dual_bound(X, y, lam, r_star).value == pytest.approx(opt.value, rel=1e-7)
 
 
+@pytest.mark.slow
 def test_sampled_dual_norm_errs_from_below():
     """The heuristic maximisation over g can only under-estimate M (hence over-estimate the bound)."""
     X, y = teacher_data(8, seed=3)
