@@ -95,6 +95,24 @@ def report(directory: Path = typer.Argument(..., help="the folder of a finished 
     _print_summary(summary)
 
 
+@app.command("optimum")
+def optimum(
+    data: Path = typer.Option(..., "--data", help=".npz file with arrays X (n, d) and y (n,)"),
+    lam: float = typer.Option(..., "--lam", help="weight decay λ > 0 (seed 001's loss: Σ(f − y)² + λ Σ(|w|² + α²))"),
+    bias: bool = typer.Option(False, "--bias", help="append the constant input 1 (a bias)"),
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object"),
+    norm: str = typer.Option("l2", "--norm", help="l2: weight decay (lifted, signed, split, sphere); l1: signed_square"),
+    reduction: str = typer.Option("sum", "--reduction", help="sum (seed 001) or mean over the data"),
+) -> None:
+    """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
+
+    Exit code 0: certified to a relative gap ≤ 1e-6; 1: solved, gap larger; 2: bad input."""
+    _x64()
+    from wgflow.optimum import optimum_command
+
+    raise typer.Exit(optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction))
+
+
 @app.command("bench")
 def bench(
     quick: bool = typer.Option(False, "--quick", help="small sizes (a few minutes)"),

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "scale": "wgflow.benchmarks.scale",
     "sweep": "wgflow.benchmarks.sweep",
     "sharded": "wgflow.benchmarks.sharded",
+    "optimum": "wgflow.benchmarks.optimum",
 }
 
 

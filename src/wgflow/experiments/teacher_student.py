@@ -316,7 +316,7 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
         curves = {}
         for m in cfg.sweep.widths:
             vals = results[f"{_group_key(param, m)}/objective"]
-            curves[f"m = {m}"] = (results["times"], vals - fstar if fstar is not None else vals)
+            curves[f"m = {m}"] = (results["times"], np.maximum(vals - fstar, 1e-12 * fstar) if fstar else vals)
         bands.append({"curves": curves, "title": param})
     ylabel = r"excess $F(\mu_t) - F^*$" if any(optima.get(p) for p in cfg.model.parameterisations) else r"objective $F(\mu_t)$"
     fig = plots.objective_bands(bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median and min–max over {len(cfg.sweep.seeds)} seeds")
@@ -324,15 +324,20 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
     plots.close(fig)
 
     series = {}
+    any_opt = any(optima.get(p) for p in cfg.model.parameterisations)
+    floor = 1e-12  # the certificate's own precision: a relative excess below it is "at the optimum"
     for param in cfg.model.parameterisations:
         fstar = (optima.get(param) or {}).get("value")
-        vals = [results[f"{_group_key(param, m)}/objective"][:, -1] - (fstar or 0.0) for m in cfg.sweep.widths]
-        series[param] = (np.asarray(cfg.sweep.widths), vals)
-    any_opt = any(optima.get(p) for p in cfg.model.parameterisations)
+        finals = [results[f"{_group_key(param, m)}/objective"][:, -1] for m in cfg.sweep.widths]
+        if any_opt and fstar:
+            finals = [np.maximum((v - fstar) / fstar, floor) for v in finals]
+        series[param] = (np.asarray(cfg.sweep.widths), finals)
     fig = plots.final_vs_width(
         series,
-        ylabel=r"final excess $F(\mu_T) - F^*$" if any_opt else r"final objective $F(\mu_T)$",
-        title=f"{cfg.name}: at t = {results['times'][-1]:.4g}",
+        ylabel=r"final relative excess $(F(\mu_T) - F^*)/F^*$" if any_opt else r"final objective $F(\mu_T)$",
+        title=f"{cfg.name}: at t = {results['times'][-1]:.4g}" + (" (values below 1e-12 drawn at 1e-12)" if any_opt else ""),
+        threshold=cfg.train.success_tol if any_opt else None,
+        threshold_label=f"success: relative excess < {cfg.train.success_tol:g}",
     )
     rd.savefig(fig, "final_vs_width")
     plots.close(fig)

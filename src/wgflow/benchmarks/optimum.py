@@ -1,6 +1,6 @@
 """Benchmark of wgflow.optimum: the certified global minimum, fast formulations vs the plain program.
 
-    python benchmarks/bench_optimum.py [--quick] [--json FILE]
+    wgflow bench --only optimum [--quick]
 
 Data: n points uniform on the unit circle with a bias column (d = 3, rank 3,
 n² − n + 2 chambers), labels of a width-3 ReLU teacher plus noise, λ = 0.1,
@@ -13,21 +13,12 @@ sparse matrix — is the baseline. ``ratio`` = baseline_seconds / seconds.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
 
-import jax
 import numpy as np
 
-jax.config.update("jax_enable_x64", True)
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-
-from wgflow.data import with_bias  # noqa: E402
-from wgflow.optimum import ConvexSolver, global_minimum  # noqa: E402
+from wgflow.data import with_bias
+from wgflow.optimum import ConvexSolver, global_minimum
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,23 +68,3 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="n = 30 instead of 100")
-    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    args = p.parse_args(argv)
-    rows = run(args.quick)
-    for r in rows:
-        print(
-            f"{r['name']:36s} {r['seconds']:8.2f} s  plain {r['baseline_seconds']:8.2f} s  ×{r['ratio']:.1f}  "
-            f"(n = {r['n']}, d = {r['d']}, {r['n_patterns']} patterns, |Δvalue|/value = {r['relative_difference']:.1e}, "
-            f"gap {r['relative_gap']:.1e} vs plain {r['baseline_relative_gap']:.1e})"
-        )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
