@@ -241,12 +241,62 @@ def make_resnet_objective(X, Y, activation: str | Activation = "cos", *, freeze_
     return ResNetObjective(jnp.asarray(X, dtype), jnp.asarray(Y, dtype), sigma, bool(freeze_features))
 
 
+# --------------------------------------------------------------------------- activations on the hot path
+
+
+def _cos_sin_f32(x: Array) -> tuple[Array, Array]:
+    """cos and sin of a float32 array, vectorised: Cody–Waite reduction by π/2 and Cephes' minimax
+    polynomials on [−π/4, π/4]. Max error ≈ 1e-7 for |x| ≤ 1e5 (tested). XLA's CPU cos/sin are
+    not vectorised and cost ~10× the two matrix products of a layer; this is why it exists."""
+    f = np.float32
+    j = jnp.round(x * f(2 / np.pi))
+    r = x - j * f(1.5703125)
+    r = r - j * f(4.837512969970703125e-4)
+    r = r - j * f(7.54978995489188216e-8)
+    r2 = r * r
+    sn = r + r * r2 * (f(-1.6666654611e-1) + r2 * (f(8.3321608736e-3) + r2 * f(-1.9515295891e-4)))
+    cs = f(1) - f(0.5) * r2 + r2 * r2 * (f(4.166664568298827e-2) + r2 * (f(-1.388731625493765e-3) + r2 * f(2.443315711809948e-5)))
+    q = j.astype(jnp.int32) & 3
+    cos = jnp.where(q == 0, cs, jnp.where(q == 1, -sn, jnp.where(q == 2, -cs, sn)))
+    sin = jnp.where(q == 0, sn, jnp.where(q == 1, cs, jnp.where(q == 2, -sn, -cs)))
+    return cos, sin
+
+
+@jax.custom_jvp
+def _fast_cos(x: Array) -> Array:
+    return _cos_sin_f32(x)[0]
+
+
+@_fast_cos.defjvp
+def _fast_cos_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    c, s = _cos_sin_f32(x)
+    return c, -s * t
+
+
+def _is_fast_cos(sigma: Activation, dtype) -> bool:
+    return sigma.fn is jnp.cos and jnp.dtype(dtype) == jnp.float32
+
+
+def _act(sigma: Activation, Z: Array) -> Array:
+    """σ(Z); the registered cos in float32 takes the vectorised path."""
+    return _fast_cos(Z) if _is_fast_cos(sigma, Z.dtype) else sigma(Z)
+
+
+def _act_and_slope(sigma: Activation, Z: Array) -> tuple[Array, Array]:
+    """(σ(Z), σ'(Z)) in one pass (σ' from JAX's derivative of σ, e.g. σ'(0) = 0 for ReLU)."""
+    if _is_fast_cos(sigma, Z.dtype):
+        c, s = _cos_sin_f32(Z)
+        return c, -s
+    return jax.jvp(sigma, (Z,), (jnp.ones_like(Z),))
+
+
 # --------------------------------------------------------------------------- forward, adjoint
 
 
 def _residual(sigma, U, W, B, x):
     """``F_ν(x) = (1/M) Σ_m u_m σ(w_m·x + b_m)`` for a layer of M neurons; x is (N, d)."""
-    return sigma(x @ W.T + B) @ U / U.shape[0]
+    return _act(sigma, x @ W.T + B) @ U / U.shape[0]
 
 
 @eqx.filter_jit
@@ -292,7 +342,7 @@ def adjoint_gradient(objective: ResNetObjective, params: ResNetParams) -> Adjoin
     """Seed 003's adjoint gradient by an explicit backward pass (not autograd).
 
     With ``pⁱ_k = N ∂L/∂xⁱ_k``: ``p_S = x_S − Y`` and, with ``A = σ'(Z) ⊙ (p_{k+1} Uᵀ)`` (N, M)
-    and ``Z = x_k Wᵀ + b``, the layer Jacobian's transpose gives
+    and ``Z = x_k Wᵀ + b`` (computed in the transposed layout), the layer Jacobian's transpose gives
     ``p_k = p_{k+1} + A W / (S M)``. The gradient per neuron is
     ``(σ(Z)ᵀ p_{k+1}, Aᵀ x_k, Σᵢ A) / N``.
     """
@@ -306,15 +356,17 @@ def adjoint_gradient(objective: ResNetObjective, params: ResNetParams) -> Adjoin
 
     def body(p_next, xs):
         U, W, B, x = xs
-        Z = x @ W.T + B
-        s, ds = jax.jvp(sigma, (Z,), (jnp.ones_like(Z),))
-        A = ds * (p_next @ U.T)
-        gU = s.T @ p_next / N
+        # neuron-major (M, N) layout: three of the four products are then plain (not transposed)
+        # contractions, which XLA's CPU backend runs ~2× faster.
+        Zt = W @ x.T + B[:, None]
+        s, ds = _act_and_slope(sigma, Zt)
+        At = ds * (U @ p_next.T)  # Aᵀ
+        gU = s @ p_next / N
         if objective.freeze_features:
             gW, gB = jnp.zeros_like(W), jnp.zeros_like(B)
         else:
-            gW, gB = A.T @ x / N, jnp.sum(A, axis=0) / N
-        p = p_next + (A @ W) / (S * M)
+            gW, gB = At @ x / N, jnp.sum(At, axis=1) / N
+        p = p_next + (At.T @ W) / (S * M)
         return p, (p_next, gU, gW, gB)
 
     p0, (ps, gU, gW, gB) = jax.lax.scan(body, r, (params.U, params.W, params.B, states[:-1]), reverse=True)
@@ -339,7 +391,7 @@ def layer_kernels(params: ResNetParams, X: Array, activation: str | Activation =
         states = resnet_states(params, X, sigma)
 
     def one(x, W, B):
-        Phi = sigma(x @ W.T + B)
+        Phi = _act(sigma, x @ W.T + B)
         return Phi @ Phi.T / W.shape[0]
 
     return jax.vmap(one)(states[:-1], params.W, params.B)
