@@ -592,6 +592,7 @@ def resnet_step(objective: ResNetObjective, params: ResNetParams, eta: Array, *,
     """
     adj = adjoint_gradient(objective, params)
     g = adj.gradient
+    eta = jnp.asarray(eta, params.U.dtype)  # the schedule is float64 under x64; keep the state's dtype
     new = ResNetParams(params.U - eta * g.U, params.W - eta * g.W, params.B - eta * g.B)
     gsq = grad_norm_sq(g)
     diag = {"grad_sq": gsq, "pl_ratio": gsq / adj.loss}
@@ -614,11 +615,26 @@ def _loss_value(objective: ResNetObjective, params: ResNetParams) -> Array:
 
 
 @eqx.filter_jit
-def _state_diagnostics(objective: ResNetObjective, params: ResNetParams) -> tuple[Array, Array, Array]:
-    """(‖∇L‖², λ₀, λ_min of the depth-averaged kernel) of one state."""
+def _grad_and_states(objective: ResNetObjective, params: ResNetParams) -> tuple[Array, Array]:
     adj = adjoint_gradient(objective, params)
-    K = layer_kernels(params, objective.X, objective.activation, adj.states)
-    return grad_norm_sq(adj.gradient), jnp.mean(jnp.linalg.eigvalsh(K)[:, 0]), jnp.linalg.eigvalsh(jnp.mean(K, axis=0))[0]
+    return grad_norm_sq(adj.gradient), adj.states
+
+
+@eqx.filter_jit
+def _one_kernel(sigma: Activation, x: Array, W: Array, B: Array) -> Array:
+    Phi = _act(sigma, x @ W.T + B)
+    return Phi @ Phi.T / W.shape[0]
+
+
+def _lambda_stats(objective: ResNetObjective, params: ResNetParams, states: Array) -> tuple[float, float]:
+    """(λ₀, λ_min of the depth-averaged kernel) on the host, one layer at a time: O(N²) memory,
+    and LAPACK's symmetric eigensolver through numpy (faster than XLA's on the CPU)."""
+    lmins, Kbar = [], 0.0
+    for k in range(params.depth):
+        K = np.asarray(_one_kernel(objective.activation, states[k], params.W[k], params.B[k]), dtype=np.float64)
+        lmins.append(np.linalg.eigvalsh(K)[0])
+        Kbar = Kbar + K
+    return float(np.mean(lmins)), float(np.linalg.eigvalsh(Kbar / params.depth)[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -742,8 +758,14 @@ def conditional_flow(
     snaps = traj.snapshots
     n_save = len(traj.save_times)
     # the saved states and the last one (so that per-step arrays align with `times`), in one program
-    states = [ResNetParams(*(jnp.asarray(a[i]) for a in (snaps.U, snaps.W, snaps.B))) for i in range(n_save)] + [final]
-    gsq_all, lam_all, lbar_all = (np.array([float(v) for v in col]) for col in zip(*(_state_diagnostics(objective, q) for q in states)))
+    gsq_all, lam_all, lbar_all = [], [], []
+    for q in [ResNetParams(*(jnp.asarray(a[i]) for a in (snaps.U, snaps.W, snaps.B))) for i in range(n_save)] + [final]:
+        gsq, xs = _grad_and_states(objective, q)
+        lam, lbar_q = _lambda_stats(objective, q, xs)
+        gsq_all.append(float(gsq))
+        lam_all.append(lam)
+        lbar_all.append(lbar_q)
+    gsq_all, lam_all, lbar_all = np.array(gsq_all), np.array(lam_all), np.array(lbar_all)
     grad_sq = np.append(traj.diagnostics["grad_sq"], gsq_all[-1])
     loss = traj.objective.copy()
     pl = grad_sq / loss
@@ -797,6 +819,7 @@ def run_resnet_pl_case(
     dcot_mode: str = "exact",
     rate_window: tuple[float, float] | None = None,
     max_growth: float = 1e6,
+    dtype=None,
 ) -> dict:
     """One run for the ``resnet-pl`` study: near-identity data, seed-003 init, the conditional flow.
 
@@ -808,7 +831,8 @@ def run_resnet_pl_case(
     ``rate_over_scale`` = fitted/predicted, ``dcot_final``, ``path_length_final``, ``diverged``,
     ``status``, ``message``, ``seconds``; per-step arrays ``time``, ``loss``, ``pl_ratio``,
     ``grad_sq``, ``path_length``; at save times ``save_times``, ``lambda0_t``, ``dcot_identity``,
-    ``dcot_exact``; and ``config``. The key is split into (data, init).
+    ``dcot_exact``; and ``config``. The key is split into (data, init). ``dtype``: float32 or float64
+    (default: float64 when ``jax_enable_x64`` is on).
     """
     from wgflow.resnet_data import near_identity
 
@@ -817,7 +841,7 @@ def run_resnet_pl_case(
     _positive_int(steps, "steps")
     kdata, kinit = jax.random.split(key)
     data = near_identity(kdata, N, d, delta, n_features=n_features, bandwidth=bandwidth, inputs=inputs)
-    obj = make_resnet_objective(data.X, data.Y, activation, freeze_features=freeze_features)
+    obj = make_resnet_objective(data.X, data.Y, activation, freeze_features=freeze_features, dtype=dtype)
     params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, feature_law=feature_law, dtype=obj.X.dtype)
     run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode=dcot_mode, max_growth=max_growth)
     lam0 = float(run.lambda0[0])
@@ -878,8 +902,8 @@ def train_resnet_digits(
     rho: float = 1.0,
     beta: float = 1.0,
     n_saves: int = 20,
-    lambda0_at_saves: bool = True,
     max_growth: float = 1e6,
+    dtype=None,
 ) -> dict:
     """Train the conditional flow on scikit-learn's digits embedded in R^d (``resnet-digits`` study).
 
@@ -888,12 +912,13 @@ def train_resnet_digits(
     ``test_accuracy`` (linear read-out :func:`wgflow.resnet_data.classify`), ``lambda0_t``;
     scalars ``lambda0``, ``final_train_accuracy``, ``final_test_accuracy``, ``loss0``,
     ``loss_final``, ``fitted_rate``, ``status``, ``message``, ``seconds``, ``config``.
+    ``dtype``: float32 (fast: the vectorised cos) or float64 (default with ``jax_enable_x64``).
     """
     from wgflow.resnet_data import classify, digits
 
     kdata, kinit = jax.random.split(key)
     data = digits(kdata, d, n_train=n_train, n_test=n_test, projection=projection, input_scale=input_scale, target_scale=target_scale)
-    obj = make_resnet_objective(data.X, data.Y, activation)
+    obj = make_resnet_objective(data.X, data.Y, activation, dtype=dtype)
     params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, dtype=obj.X.dtype)
     run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode="none", max_growth=max_growth)
     fwd = jax.jit(lambda p, X: resnet_forward(p, X, obj.activation))
@@ -914,7 +939,7 @@ def train_resnet_digits(
         time=run.times, loss=run.loss, pl_ratio=run.pl_ratio, save_times=run.save_times,
         train_loss=np.array(tr_loss), test_loss=np.array(te_loss),
         train_accuracy=np.array(tr_acc), test_accuracy=np.array(te_acc),
-        lambda0_t=run.lambda0 if lambda0_at_saves else None, lambda0=float(run.lambda0[0]),
+        lambda0_t=run.lambda0, lambda0=float(run.lambda0[0]),
         final_train_accuracy=tr_acc[-1], final_test_accuracy=te_acc[-1],
         loss0=float(run.loss[0]), loss_final=float(run.loss[-1]), fitted_rate=run.fitted_rate().rate,
         status=run.status, message=run.message, seconds=run.seconds,
