@@ -151,10 +151,10 @@ def test_discrete_resnet_converges_to_node_at_first_order():
 def test_linear_interpolation_node_converges_at_second_order():
     """The NODE of the linearly interpolated layers approaches the profile's NODE at O(1/S²):
     the continuous-depth model built from a ResNet is the better approximation of the limit."""
-    profile = _smooth_profile(seed=1)
-    X = np.random.default_rng(8).normal(size=(6, 3))
+    profile = _smooth_profile()
+    X = np.random.default_rng(7).normal(size=(10, 3))
     ref = node_forward(profile, X, rtol=1e-11, atol=1e-12)
-    S_list = [8, 16, 32, 64]
+    S_list = [32, 64, 128]  # asymptotic regime (at S = 8 the profile's cos(2πs) is barely resolved)
     errs = [float(jnp.max(jnp.abs(node_forward(discretise(profile, S), X, interpolation="linear", rtol=1e-11, atol=1e-12) - ref)))
             for S in S_list]
     slope = _slope(S_list, errs)
@@ -356,6 +356,18 @@ def test_divergence_is_reported_and_keeps_the_run():
     assert run.status == "diverged" and "Reduce the step size" in run.message
     assert len(run.loss) == len(run.grad_sq) == len(run.times) < 21
     assert np.all(np.isfinite(np.asarray(run.final.U)))
+
+
+def test_vectorised_float32_cos_is_accurate():
+    """The float32 hot path replaces XLA's cos/sin by a vectorised kernel: check it against float64."""
+    from wgflow.flows.resnet import _cos_sin_f32, _fast_cos
+
+    x = np.concatenate([np.linspace(-20, 20, 200001), np.geomspace(20, 1e4, 20001), -np.geomspace(20, 1e4, 20001)]).astype(np.float32)
+    c, s = (np.asarray(a, np.float64) for a in _cos_sin_f32(jnp.asarray(x)))
+    x64 = x.astype(np.float64)
+    assert np.max(np.abs(c - np.cos(x64))) < 2e-7 and np.max(np.abs(s - np.sin(x64))) < 2e-7
+    g = jax.grad(lambda z: jnp.sum(_fast_cos(z)))(jnp.asarray(x[:1000]))
+    assert np.max(np.abs(np.asarray(g, np.float64) + np.sin(x64[:1000]))) < 2e-7
 
 
 def test_float32_runs_in_float32():
