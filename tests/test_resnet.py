@@ -350,6 +350,13 @@ def test_flow_records_and_saves():
     np.testing.assert_allclose(run.loss[-1], float(resnet_loss(final, obj.X, obj.Y)), rtol=1e-12)
 
 
+def test_lambda0_every_step_matches_the_saved_values():
+    obj, p = _problem(seed=8)
+    run = conditional_flow(obj, p, 0.5, 20, save=SaveAt(every=10), lambda0_every_step=True, dcot_mode="none")
+    assert len(run.lambda0_steps) == len(run.times)
+    np.testing.assert_allclose(run.lambda0_steps[run.save_steps], run.lambda0, rtol=1e-8, atol=1e-12)
+
+
 def test_divergence_is_reported_and_keeps_the_run():
     obj, p = _problem(seed=8, u_scale=2.0)
     run = conditional_flow(obj, p, 1e4, 20, dcot_mode="identity", max_growth=10.0)
