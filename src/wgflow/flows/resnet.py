@@ -27,6 +27,7 @@ Barboni, Peyré & Vialard (seed 003; DESIGN §2 "Conditional flow"). Conventions
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -168,22 +169,27 @@ def init_resnet(
     require(feature_law in FEATURE_LAWS, "feature_law", f"unknown law {feature_law!r}", f"use one of {list(FEATURE_LAWS)}")
     require_positive(rho, "rho")
     require_positive(beta, "beta")
-    dtype = dtype or jnp.result_type(float)
-    kw, kb = jax.random.split(key)
+    dtype = jnp.dtype(dtype or jnp.result_type(float))
     law = init if init != "random_features" else feature_law
     n = M if init == "random_features" else S * M
-
-    if law == "gaussian":
-        w = _gaussian(kw, n, d, std=1.0 / math.sqrt(2.0 * rho), dtype=dtype)
-    else:
-        w = _heavy_tailed(kw, n, d, beta, dtype=dtype)
-    b = _uniform(kb, (n,), 0.0, math.pi, dtype=dtype)
+    w, b = _sample_features(key, 1.0 / math.sqrt(2.0 * rho), n, d, law, float(beta), dtype)
     if init == "random_features":
         W = jnp.broadcast_to(w[None], (S, M, d))
         B = jnp.broadcast_to(b[None], (S, M))
     else:
         W, B = w.reshape(S, M, d), b.reshape(S, M)
     return ResNetParams(jnp.zeros((S, M, d), dtype), jnp.asarray(W), jnp.asarray(B))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _sample_features(key: Array, std: Array, n: int, d: int, law: str, beta: float, dtype) -> tuple[Array, Array]:
+    """n samples of (w, b): w from ``law`` (``wgflow.init`` samplers), b ~ U[0, π]; one compiled program."""
+    kw, kb = jax.random.split(key)
+    if law == "gaussian":
+        w = _gaussian(kw, n, d, std=1.0, dtype=dtype) * std.astype(dtype)
+    else:
+        w = _heavy_tailed(kw, n, d, beta, dtype=dtype)
+    return w, _uniform(kb, (n,), 0.0, math.pi, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- objective
