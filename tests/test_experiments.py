@@ -55,7 +55,7 @@ def _check_figures(path: Path, stems, labels):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations"])
+@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations", "resnet-pl", "resnet-digits"])
 def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels):
     out = tmp_path / name
     result = runner.invoke(app, ["run", name, "--quick", "--out", str(out)])
@@ -69,10 +69,17 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels)
         _check_figures(out, ["paths", "objective", "final_vs_width"], figure_labels)
         assert len(summary["runs"]) == len(summary["table"]) * 3
         assert all({"final_objective", "converged", "width", "seed"} <= set(r) for r in summary["runs"])
-    else:
+    elif name == "parameterisations":
         _check_figures(out, ["objective", "output_distance"], figure_labels)
         rows = {r["parameterisation"]: r for r in summary["table"]}
         assert rows["lifted"]["same_flow_as_plain_gd"] and not rows["sphere"]["same_flow_as_plain_gd"]
+    elif name == "resnet-pl":
+        _check_figures(out, ["loss", "pl_ratio", "lambda0_vs_N"], figure_labels)
+        for row in summary["table"]:
+            assert {"lambda0", "pl_min", "fitted_rate", "predicted_rate_scale", "loss_ratio"} <= set(row)
+    else:
+        _check_figures(out, ["loss", "accuracy"], figure_labels)
+        assert summary["final_train_accuracy"] > 0.5
 
 
 def test_tiny_run_report_and_overrides(tmp_path, figure_labels):

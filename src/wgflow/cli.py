@@ -157,7 +157,7 @@ def _print_summary(summary: dict) -> None:
     console.print(f"[bold]{summary.get('experiment')}[/bold]  ({timing})")
     table_rows = summary.get("table") or []
     if table_rows:
-        cols = list(table_rows[0].keys())
+        cols = summary.get("print_columns") or list(table_rows[0].keys())
         t = Table(*cols)
         for row in table_rows:
             t.add_row(*[_fmt(row.get(c)) for c in cols])

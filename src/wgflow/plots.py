@@ -177,7 +177,7 @@ def lines(
     for label, (x, y) in curves.items():
         x, y = np.asarray(x), np.asarray(y)
         keep = x > 0 if logx else np.ones(x.shape, bool)
-        ax.plot(x[keep], y[keep], label=label, **(styles or {}).get(label, {}))
+        ax.plot(x[keep], y[keep], **{"label": label, **(styles or {}).get(label, {})})
     if logy:
         ax.set_yscale("log")
     if logx:

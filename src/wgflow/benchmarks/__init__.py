@@ -19,6 +19,7 @@ BENCHMARKS = {
     "sweep": "wgflow.benchmarks.sweep",
     "sharded": "wgflow.benchmarks.sharded",
     "optimum": "wgflow.benchmarks.optimum",
+    "resnet": "wgflow.benchmarks.resnet",
 }
 
 

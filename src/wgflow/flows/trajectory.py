@@ -92,6 +92,14 @@ class Trajectory:
         return jax.tree_util.tree_map(lambda a: a[i], self.snapshots)
 
 
+def _float_dtype(tree):
+    """The dtype of the state's floating-point leaves (step sizes are cast to it), else the default."""
+    for x in jax.tree_util.tree_leaves(tree):
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact):
+            return jnp.asarray(x).dtype
+    return jnp.result_type(float)
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -165,7 +173,7 @@ def integrate(
     save_steps = save.resolve(t)
     require(max_growth > 1, "max_growth", "must be > 1", value=max_growth)
     require(int(block_size) > 0, "block_size", "must be a positive integer", value=block_size)
-    dtype = jnp.result_type(float)
+    dtype = _float_dtype(state)
 
     start = _time.perf_counter()
     F0 = float(_evaluate(value_fn, args, state))
@@ -294,7 +302,7 @@ def integrate_batch(
     K = len(etas)
     save_steps = save.resolve(t)
     require(max_growth > 1, "max_growth", "must be > 1", value=max_growth)
-    dtype = jnp.result_type(float)
+    dtype = _float_dtype(states)
     start = _time.perf_counter()
     F0 = np.asarray(_evaluate_batch(value_fn, args, states))
     R = F0.shape[0]

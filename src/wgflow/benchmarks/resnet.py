@@ -16,11 +16,11 @@ medians are reported too. Both workers build the same data and parameters from o
 seed and report the loss at the first step, so the row also checks they ran the same model.
 
 PyTorch is optional: it is looked for in this interpreter, then in ``$WGFLOW_TORCH_PYTHON``,
-then in ``/work/venv-torch/bin/python``; without it the baseline is reported as skipped.
+then in the interpreter named by ``$WGFLOW_TORCH_PYTHON``; without it the baseline is reported as skipped.
 
 Usage::
 
-    python benchmarks/bench_resnet.py [--quick] [--json FILE]
+    wgflow bench --only resnet [--quick]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+SRC = Path(__file__).resolve().parents[2]  # the folder holding the wgflow package
 CONFIGS = [
     dict(N=256, d=16, S=32, M=256),
     dict(N=1024, d=64, S=64, M=512),
@@ -154,7 +154,7 @@ def _worker(which: str, cfg: dict) -> None:
 def _torch_python() -> str | None:
     if importlib.util.find_spec("torch") is not None:
         return sys.executable
-    for cand in (os.environ.get("WGFLOW_TORCH_PYTHON"), "/work/venv-torch/bin/python"):
+    for cand in (os.environ.get("WGFLOW_TORCH_PYTHON"),):
         if cand and Path(cand).exists():
             ok = subprocess.run([cand, "-c", "import torch"], capture_output=True).returncode == 0
             if ok:
@@ -165,7 +165,7 @@ def _torch_python() -> str | None:
 class _Worker:
     def __init__(self, python: str, which: str, cfg: dict):
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
         env.pop("JAX_ENABLE_X64", None)
         cmd = [python, str(Path(__file__).resolve()), "--worker", which, "--config", json.dumps(cfg)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -222,8 +222,8 @@ def _bench_config(cfg: dict, rounds: int, per_round: int, torch_py: str | None) 
         baseline="pytorch autograd" if ok else skipped,
         baseline_seconds=min(t_base) if ok else None,
         baseline_seconds_median=statistics.median(t_base) if ok else None,
-        ratio=min(t_ours) / min(t_base) if ok else None,
-        ratio_median=statistics.median(t_ours) / statistics.median(t_base) if ok else None,
+        ratio=min(t_base) / min(t_ours) if ok else None,  # > 1: wgflow is faster
+        ratio_median=statistics.median(t_base) / statistics.median(t_ours) if ok else None,
         peak_rss_mb=m_ours["peak_rss_mb"], step_rss_mb=m_ours["step_rss_mb"], xla_buffers_mb=ours.info["xla_buffers_mb"],
         baseline_peak_rss_mb=m_base.get("peak_rss_mb"), baseline_step_rss_mb=m_base.get("step_rss_mb"),
         loss_rel_diff=abs(ours.info["loss0"] - base.info["loss0"]) / abs(base.info["loss0"]) if ok else None,
@@ -242,7 +242,7 @@ def run(quick: bool = False) -> list[dict]:
     for cfg in configs:
         name = "resnet_flow_step_N{N}_d{d}_S{S}_M{M}".format(**cfg)
         res = _bench_config(cfg, rounds, per_round, torch_py)
-        rows.append(dict(name=name, **cfg, dtype="float32", reps=rounds * per_round, **res,
+        rows.append(dict(name=name, **cfg, dtype="float32", reps=rounds * per_round, target="ratio ≥ 1 (at least as fast as PyTorch)", **res,
                          machine=platform.processor() or platform.machine(), load_average=os.getloadavg()[0]))
     return rows
 
@@ -254,7 +254,7 @@ def _print(rows: list[dict]) -> None:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         bm = "-" if r["baseline_step_rss_mb"] is None else f"{r['baseline_step_rss_mb']:.0f}"
         print(f"{r['name']:42s} {r['seconds']:9.4f} {b:>9s} {ratio:>6s} {r['step_rss_mb']:10.0f} {bm:>9s}")
-    print("seconds: min over reps of one flow step; ratio = wgflow / torch (< 1: wgflow faster); MB: peak RSS growth during the steps")
+    print("seconds: min over reps of one flow step; ratio = torch / wgflow (> 1: wgflow faster); MB: peak RSS growth during the steps")
 
 
 def main(argv=None) -> None:

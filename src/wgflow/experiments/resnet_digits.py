@@ -1,0 +1,114 @@
+"""Training a deep mean-field ResNet on scikit-learn's digits with the conditional flow (seed 003).
+
+Inputs: the 8 × 8 images projected to R^d (PCA or a fixed random projection); targets:
+class vectors in R^d; prediction: the class whose target is nearest to the last state
+(linear read-out, :func:`wgflow.resnet_data.classify`; docs/resnet.md). ``summary.json``:
+``final_train_accuracy``, ``final_test_accuracy``, ``lambda0``, ``loss0``, ``loss_final``,
+``fitted_rate``, ``status``. Figures: ``loss`` (train and test) and ``accuracy``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from typing import Literal
+
+import jax
+import numpy as np
+from pydantic import Field
+
+from wgflow import plots
+from wgflow.experiments.config import Section
+from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.sections import ActivationName
+
+KIND = "resnet_digits"
+
+
+class DataSection(Section):
+    d: int = Field(16, gt=0, description="dimension the images are projected to (states live in R^d)")
+    n_train: int = Field(500, gt=0, description="training images")
+    n_test: int = Field(500, ge=0, description="held-out images")
+    projection: Literal["pca", "random"] = Field("pca", description="how images are embedded in R^d")
+
+
+class ModelSection(Section):
+    depth: int = Field(16, gt=0, description="number of layers S")
+    width: int = Field(128, gt=0, description="neurons per layer M")
+    activation: ActivationName = Field("cos", description="activation σ")
+    init: Literal["gaussian", "heavy_tailed", "random_features"] = Field("gaussian", description="initialisation of w")
+
+
+class TrainSection(Section):
+    steps: int = Field(2000, gt=0, description="flow steps")
+    step_size: float = Field(1.0, gt=0, description="step size η (flow time per step)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision (float32 uses a fast vectorised cos)")
+    seed: int = Field(0, description="PRNG seed")
+    saves: int = Field(20, gt=1, description="times at which accuracy is measured")
+
+
+class Config(Section):
+    name: str = Field("resnet-digits", description="experiment name")
+    kind: Literal["resnet_digits"] = Field(KIND, description="experiment kind")
+    description: str = Field("", description="one line shown by `wgflow list`")
+    data: DataSection = Field(default_factory=DataSection, description="digits")
+    model: ModelSection = Field(default_factory=ModelSection, description="the ResNet")
+    train: TrainSection = Field(default_factory=TrainSection, description="the flow")
+
+
+def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
+    import jax.numpy as jnp
+
+    from wgflow.flows.resnet import train_resnet_digits
+
+    start = time.perf_counter()
+    with Progress(1, cfg.name, enabled=progress) as bar:
+        out = train_resnet_digits(
+            jax.random.PRNGKey(cfg.train.seed), cfg.data.d, cfg.model.depth, cfg.model.width, cfg.train.steps,
+            cfg.train.step_size, n_train=cfg.data.n_train, n_test=cfg.data.n_test, projection=cfg.data.projection,
+            activation=cfg.model.activation, init=cfg.model.init, n_saves=cfg.train.saves,
+            dtype=jnp.float64 if cfg.train.dtype == "float64" else jnp.float32,
+        )
+        bar.update(1)
+    keys = ("time", "loss", "save_times", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "lambda0_t")
+    results = {k: np.asarray(out[k]) for k in keys}
+    summary = {
+        "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start,
+        **{k: out[k] for k in ("final_train_accuracy", "final_test_accuracy", "lambda0", "loss0", "loss_final", "fitted_rate", "status", "message")},
+        "table": [{"time": float(t), "train_loss": float(a), "test_loss": float(b), "train_accuracy": float(c), "test_accuracy": float(e)}
+                  for t, a, b, c, e in zip(results["save_times"], results["train_loss"], results["test_loss"], results["train_accuracy"], results["test_accuracy"])],
+    }
+    rd.save_npz("results.npz", **results)
+    rd.write_json("summary.json", summary)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["time", "train_loss", "test_loss", "train_accuracy", "test_accuracy"])
+    for row in summary["table"]:
+        w.writerow([f"{row[k]:.8g}" for k in ("time", "train_loss", "test_loss", "train_accuracy", "test_accuracy")])
+    rd.write_text("metrics.csv", buf.getvalue())
+    draw(cfg, rd, results)
+    return summary
+
+
+def draw(cfg: Config, rd: RunDir, results: dict) -> None:
+    ts = results["save_times"]
+    fig = plots.lines(
+        {"train (every step)": (results["time"][: len(results["loss"])], results["loss"]), "test": (ts, results["test_loss"])},
+        ylabel=r"loss $\frac{1}{2N}\sum_i |x^i(1) - y^i|^2$", logx=True,
+        title=f"{cfg.name}: S = {cfg.model.depth}, M = {cfg.model.width}, d = {cfg.data.d}",
+    )
+    rd.savefig(fig, "loss")
+    plots.close(fig)
+    fig = plots.lines(
+        {"train": (ts, 100 * results["train_accuracy"]), "test": (ts, 100 * results["test_accuracy"])},
+        ylabel="accuracy (%)", logy=False, logx=True, title=f"{cfg.name}: nearest class target read-out",
+        styles={"train": {"marker": "o"}, "test": {"marker": "s"}},
+    )
+    rd.savefig(fig, "accuracy")
+    plots.close(fig)
+
+
+def report(cfg: Config, rd: RunDir) -> dict:
+    draw(cfg, rd, rd.load_npz("results.npz"))
+    return rd.read_json("summary.json")

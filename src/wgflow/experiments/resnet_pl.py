@@ -1,0 +1,204 @@
+"""Seed 003's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
+
+Each case (N inputs, initialisation, δ) runs :func:`wgflow.flows.resnet.run_resnet_pl_case`:
+near-identity targets y = x + δ g(x) (so L(μ₀) = δ²/2 with u = 0), a depth-S, width-M
+mean-field ResNet, the conditional flow for ``train.steps`` steps. The ladder varies
+one factor at a time around the base case (``ladder.mode = "one_at_a_time"``) or takes
+every combination (``"product"``).
+
+The PL inequality at u = 0 is ‖∇L‖² ≥ (2/N) λ₀ L (docs/resnet.md), so while the kernel
+stays near its initial value L(μ_t) ≤ L(μ₀) e^{−2λ₀ t/N}: the predicted rate scale is
+λ₀/N and the drawn slope is 2λ₀/N. ``summary.json`` ``table``: per case ``N``, ``init``,
+``delta``, ``lambda0``, ``pl_min``, ``fitted_rate``, ``predicted_rate_scale``,
+``rate_over_scale``, ``loss_ratio``, ``pl_bound``, ``pl_tightness``, ``status``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import time
+from typing import Literal
+
+import jax
+import numpy as np
+from pydantic import Field, field_validator
+
+from wgflow import plots
+from wgflow.experiments.config import Section
+from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.sections import ActivationName
+
+KIND = "resnet_pl"
+INITS = ("gaussian", "heavy_tailed", "random_features")
+
+
+class ModelSection(Section):
+    d: int = Field(4, gt=0, description="dimension of inputs and states")
+    depth: int = Field(8, gt=0, description="number of layers S")
+    width: int = Field(128, gt=0, description="neurons per layer M")
+    activation: ActivationName = Field("cos", description="activation σ (seed 003: cos)")
+    rho: float = Field(1.0, gt=0, description="Gaussian init: precision ρ, density ∝ exp(−ρ|w|²)")
+    beta: float = Field(1.0, gt=0, description="heavy-tailed init: (1 + |w|²)^−(d/2+β)")
+
+
+class LadderSection(Section):
+    mode: Literal["one_at_a_time", "product"] = Field("one_at_a_time", description="vary one factor around the base case, or all combinations")
+    N: list[int] = Field([8, 16, 32, 64], description="numbers of inputs N")
+    init: list[Literal["gaussian", "heavy_tailed", "random_features"]] = Field(list(INITS), description="initialisations of w (u = 0, b ~ U[0, π])")
+    delta: list[float] = Field([0.03, 0.1, 0.3, 1.0, 3.0], description="target offsets δ (L(μ₀) = δ²/2)")
+    base_N: int = Field(16, gt=0, description="N of the base case")
+    base_init: Literal["gaussian", "heavy_tailed", "random_features"] = Field("gaussian", description="init of the base case")
+    base_delta: float = Field(0.1, gt=0, description="δ of the base case")
+
+    @field_validator("N")
+    @classmethod
+    def _n(cls, v):
+        if not v or min(v) <= 0:
+            raise ValueError("every N must be a positive integer")
+        return v
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v):
+        if not v or min(v) <= 0:
+            raise ValueError("every δ must be > 0")
+        return v
+
+    def cases(self) -> list[tuple[int, str, float]]:
+        if self.mode == "product":
+            return list(itertools.product(self.N, self.init, self.delta))
+        base = (self.base_N, self.base_init, self.base_delta)
+        out = [base]
+        out += [(n, base[1], base[2]) for n in self.N if n != base[0]]
+        out += [(base[0], i, base[2]) for i in self.init if i != base[1]]
+        out += [(base[0], base[1], dl) for dl in self.delta if dl != base[2]]
+        return out
+
+
+class TrainSection(Section):
+    steps: int = Field(2000, gt=0, description="flow steps")
+    step_size: float = Field(1.0, gt=0, description="step size η (flow time per step)")
+    dtype: Literal["float32", "float64"] = Field("float64", description="precision")
+    seed: int = Field(0, description="PRNG seed (data and initialisation)")
+
+
+class Config(Section):
+    name: str = Field("resnet-pl", description="experiment name")
+    kind: Literal["resnet_pl"] = Field(KIND, description="experiment kind")
+    description: str = Field("", description="one line shown by `wgflow list`")
+    model: ModelSection = Field(default_factory=ModelSection, description="the ResNet")
+    ladder: LadderSection = Field(default_factory=LadderSection, description="the cases")
+    train: TrainSection = Field(default_factory=TrainSection, description="the flow")
+
+
+SCALARS = ("lambda0", "lambda_bar", "pl_min", "pl_init", "pl_bound", "pl_tightness", "fitted_rate", "fit_r2",
+           "predicted_rate_scale", "rate_over_scale", "loss0", "loss_final", "loss_ratio", "dcot_final")
+
+
+def _label(case) -> str:
+    N, init, delta = case
+    return f"N={N}, {init}, δ={delta:g}"
+
+
+def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
+    from wgflow.flows.resnet import run_resnet_pl_case
+
+    import jax.numpy as jnp
+
+    dtype = jnp.float64 if cfg.train.dtype == "float64" else jnp.float32
+    cases = cfg.ladder.cases()
+    start = time.perf_counter()
+    table, results = [], {}
+    with Progress(len(cases), cfg.name, enabled=progress) as bar:
+        for i, (N, init, delta) in enumerate(cases):
+            out = run_resnet_pl_case(
+                jax.random.PRNGKey(cfg.train.seed), N, cfg.model.d, cfg.model.depth, cfg.model.width, init, delta,
+                cfg.train.steps, cfg.train.step_size, activation=cfg.model.activation, rho=cfg.model.rho,
+                beta=cfg.model.beta, dtype=dtype,
+            )
+            row = {"case": _label((N, init, delta)), "N": N, "init": init, "delta": delta}
+            row.update({k: out[k] for k in SCALARS})
+            row.update(status=out["status"], diverged=out["diverged"])
+            table.append(row)
+            for k in ("time", "loss", "pl_ratio"):
+                results[f"{i}/{k}"] = np.asarray(out[k])
+            bar.update(i + 1, row["case"])
+    summary = {
+        "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start, "pl_constant": "2/N", "table": table,
+        "print_columns": ["case", "lambda0", "pl_min", "pl_tightness", "fitted_rate", "predicted_rate_scale", "rate_over_scale", "loss_ratio", "status"],
+    }
+    rd.save_npz("results.npz", **results)
+    rd.write_json("summary.json", summary)
+    rd.write_text("metrics.csv", metrics_csv(cases, results))
+    draw(cfg, rd, results, summary)
+    return summary
+
+
+def metrics_csv(cases, results) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["N", "init", "delta", "step", "time", "loss", "pl_ratio"])
+    for i, (N, init, delta) in enumerate(cases):
+        t, L, pl = results[f"{i}/time"], results[f"{i}/loss"], results[f"{i}/pl_ratio"]
+        stride = max(1, len(t) // 400)
+        for k in range(0, len(t), stride):
+            w.writerow([N, init, delta, k, f"{t[k]:.8g}", f"{L[k]:.10g}", f"{pl[k]:.6g}" if k < len(pl) else ""])
+    return buf.getvalue()
+
+
+def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
+    table = summary["table"]
+    curves, styles = {}, {}
+    for i, row in enumerate(table):
+        t, L = results[f"{i}/time"], results[f"{i}/loss"]
+        color = plots.plt.cm.tab10(i % 10)
+        curves[row["case"]] = (t[: len(L)], L)
+        styles[row["case"]] = {"color": color}
+        slope = f"{row['case']}: predicted e^(−2λ₀t/N)"
+        curves[slope] = (t, L[0] * np.exp(-2 * row["lambda0"] * t / row["N"]))
+        styles[slope] = {"color": color, "ls": ":", "lw": 1, "label": "_nolegend_"}
+    fig = plots.lines(curves, ylabel=r"loss $L(\mu_t)$", styles=styles,
+                      title=f"{cfg.name}: loss (solid) and the PL prediction $L_0 e^{{-2\\lambda_0 t/N}}$ (dotted)")
+    fig.axes[0].legend(fontsize=6, ncol=2)
+    rd.savefig(fig, "loss")
+    plots.close(fig)
+
+    curves, styles = {}, {}
+    for i, row in enumerate(table):
+        pl = results[f"{i}/pl_ratio"]
+        t = results[f"{i}/time"][: len(pl)]
+        color = plots.plt.cm.tab10(i % 10)
+        curves[row["case"]] = (t, pl)
+        styles[row["case"]] = {"color": color}
+        curves[f"{row['case']} bound"] = (t, np.full(len(t), row["pl_bound"]))
+        styles[f"{row['case']} bound"] = {"color": color, "ls": ":", "lw": 1, "label": "_nolegend_"}
+    fig = plots.lines(curves, ylabel=r"PL ratio $\|\nabla L\|^2_{L^2(\mu_t)} / L(\mu_t)$", styles=styles,
+                      title=f"{cfg.name}: PL ratio (solid) and the bound $(2/N)\\lambda_0$ at $t = 0$ (dotted)")
+    fig.axes[0].legend(fontsize=6, ncol=2)
+    rd.savefig(fig, "pl_ratio")
+    plots.close(fig)
+
+    rows = [r for r in table if r["init"] == cfg.ladder.base_init and r["delta"] == cfg.ladder.base_delta]
+    rows.sort(key=lambda r: r["N"])
+    Ns = np.array([r["N"] for r in rows], float)
+    fig = plots.lines(
+        {r"$\lambda_0$ (mean over layers of $\lambda_{\min}(K_s)$) at $t = 0$": (Ns, np.maximum([r["lambda0"] for r in rows], 1e-300)),
+         "fitted rate of L": (Ns, np.maximum([r["fitted_rate"] for r in rows], 1e-300)),
+         r"predicted scale $\lambda_0/N$": (Ns, np.maximum([r["predicted_rate_scale"] for r in rows], 1e-300))},
+        xlabel="number of inputs N", ylabel="value (flow time⁻¹ for the rates)", logx=True, logy=True,
+        title=f"{cfg.name}: λ₀ and rates against N ({cfg.ladder.base_init}, δ = {cfg.ladder.base_delta:g})",
+    )
+    for line in fig.axes[0].lines:
+        line.set_marker("o")
+    fig.axes[0].set_xticks(Ns, [f"{n:g}" for n in Ns])
+    fig.axes[0].minorticks_off()
+    rd.savefig(fig, "lambda0_vs_N")
+    plots.close(fig)
+
+
+def report(cfg: Config, rd: RunDir) -> dict:
+    summary = rd.read_json("summary.json")
+    draw(cfg, rd, rd.load_npz("results.npz"), summary)
+    return summary
