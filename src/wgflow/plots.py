@@ -28,6 +28,22 @@ def _grid(n_panels: int, ncols: int | None = None, size: float = 3.4):
     return fig, axes.flat
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None, logy: bool, logx: bool = False, legend_size: int = 8):
+    """Scales, labels, grid, legend and title of a one-axis figure."""
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=legend_size)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _teacher_rays(ax, directions, signs, lim):
     """Dashed rays from the origin along the teacher neurons' directions (only the direction
     of a neuron is identifiable in the mean-field limit: mass and scale trade off)."""
@@ -151,16 +167,7 @@ def final_vs_width(
     ax.set_xticks(all_widths)
     ax.set_xticklabels([f"{w:g}" for w in all_widths])
     ax.minorticks_off()
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel("student width m (neurons)")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "student width m (neurons)", ylabel, title, logy)
 
 
 def lines(
@@ -178,18 +185,7 @@ def lines(
         x, y = np.asarray(x), np.asarray(y)
         keep = x > 0 if logx else np.ones(x.shape, bool)
         ax.plot(x[keep], y[keep], **{"label": label, **(styles or {}).get(label, {})})
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title, logy, logx)
 
 
 def particles_gif(

@@ -239,10 +239,9 @@ class Parameterisation(abc.ABC):
 
 
 @dataclasses.dataclass(frozen=True)
-class Lifted(Parameterisation):
-    """θ = (w, α): unit α σ(w·x), V = |w|² + α² (seed 001 §2 (a); Chizat & Bach's lifting)."""
+class _WithOutputWeight(Parameterisation):
+    """Θ stored as (v, c) ∈ R^d × R: the last coordinate is the neuron's output weight c."""
 
-    name: ClassVar[str] = "lifted"
     extra_dims: ClassVar[int] = 1
 
     def direction(self, positions):
@@ -253,6 +252,13 @@ class Lifted(Parameterisation):
 
     def output_weight(self, positions):
         return positions[:, -1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifted(_WithOutputWeight):
+    """θ = (w, α): unit α σ(w·x), V = |w|² + α² (seed 001 §2 (a); Chizat & Bach's lifting)."""
+
+    name: ClassVar[str] = "lifted"
 
     def regulariser(self, positions):
         return jnp.sum(positions * positions, axis=-1)
@@ -312,20 +318,10 @@ class Split(Signed):
 
 
 @dataclasses.dataclass(frozen=True)
-class Sphere(Parameterisation):
+class Sphere(_WithOutputWeight):
     """θ = (u, a), |u| = 1: unit a σ(u·x), V = 2|a| (seed 001 §2 (d)); u = w/|w|, a = m|w|α."""
 
     name: ClassVar[str] = "sphere"
-    extra_dims: ClassVar[int] = 1
-
-    def direction(self, positions):
-        return positions[:, :-1]
-
-    def with_direction(self, positions, direction):
-        return jnp.concatenate([direction, positions[:, -1:]], axis=1)
-
-    def output_weight(self, positions):
-        return positions[:, -1]
 
     def regulariser(self, positions):
         return 2.0 * absolute(positions[:, -1])
