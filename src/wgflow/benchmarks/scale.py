@@ -40,14 +40,15 @@ def _step(n, m, d, chunking):
 
 MILLION = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     import numpy as np
     sys.path[:0] = {path!r}
     from wgflow.benchmarks.scale import _step
     from wgflow.benchmarks.common import best_time
     fn, temp = _step({n}, {m}, {d}, None)
     t = best_time(fn, 1, min_seconds=0.0)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's peak resident memory (ru_maxrss would include the parent's, inherited at fork)
+    rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
     print(json.dumps({{"seconds": t, "peak_rss_bytes": rss, "temp_bytes": temp}}))
     """
 )
