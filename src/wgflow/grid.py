@@ -596,7 +596,7 @@ def memory_estimate(grid: Grid, n: int, components: int, dtype, *, hessian: bool
         "positions": 2 * N * grid.dim * item,
         "work vectors": 16 * components * N * item,
         "kernel buffers": 4 * LSE_CHUNK_ELEMENTS * item * components,
-        "snapshots": snapshots * components * N * 8,
+        "snapshots": snapshots * components * N * item,
     }
     if hessian:
         est["hessian"] = 2 * n * n * item
@@ -717,7 +717,10 @@ def bin_measure(grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, fie
     shape = grid.shapes[0]
     C = len(signs)
     result = np.zeros((C, grid.size))
-    comp = np.array([signs.index(1.0 if mm >= 0 else -1.0) if (1.0 if mm >= 0 else -1.0) in signs else -1 for mm in mass])
+    sgn = np.where(mass >= 0, 1.0, -1.0)
+    comp = np.full(len(mass), -1)
+    for c, s in enumerate(signs):
+        comp[sgn == s] = c
     require(bool(np.all(comp >= 0)), f"{field}.masses", "has masses of a sign that no component carries")
     for corner in range(2**grid.ndim):
         weight = np.abs(mass).copy()

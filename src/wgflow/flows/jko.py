@@ -155,10 +155,6 @@ class JKOProblem(eqx.Module):
     grid: Grid = eqx.field(static=True)
     signs: tuple = eqx.field(static=True)
 
-    @property
-    def components(self) -> int:
-        return len(self.signs)
-
     def signed_sum(self, p: Array) -> Array:
         """``Σ_c s_c p_c`` (N,)."""
         return jnp.tensordot(jnp.asarray(self.signs, p.dtype), p, axes=1)
@@ -325,7 +321,7 @@ class StepOutput(eqx.Module):
     converged: Array
 
 
-def _finish(problem, q, pr: _Primal, u, tau, its, inner, kernels, tol):
+def _finish(problem, pr: _Primal, u, tau, its, inner, kernels, tol):
     kkt, fy = _kkt(problem, pr.f, u)
     return StepOutput(
         pr.p, u, pr.la, pr.lb, kkt, 2 * tau * fy, jnp.asarray(its), jnp.asarray(inner), jnp.asarray(kernels),
@@ -336,7 +332,7 @@ def _finish(problem, q, pr: _Primal, u, tau, its, inner, kernels, tol):
 def _linearised(problem: JKOProblem, q, lq, u0, tau, eps, solver: Linearised) -> StepOutput:
     u = jax.grad(problem.objective.risk)(problem.outputs(q))
     pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
-    return _finish(problem, q, pr, u, tau, 1, 0, 2, None)
+    return _finish(problem, pr, u, tau, 1, 0, 2, None)
 
 
 def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) -> StepOutput:
@@ -361,17 +357,17 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
         slack = 8 * eps_mach * jnp.sqrt(n_terms) * scale  # Armijo up to the rounding of D
 
         def ls_cond(s):
-            k, t, _, D_t, _, _ = s
+            k, t, _, D_t, _ = s
             return (k < solver.max_backtracks) & ~(D_t >= D + solver.armijo * t * slope - slack)
 
-        def ls_body(s):
-            k, t, _, _, _, _ = s
+        def ls_body(s):  # trial steps t = 1, 1/2, 1/4, …
+            k, t, _, _, _ = s
             t = jnp.where(k == 0, t, 0.5 * t)
             la, l1, D_t, sc = evaluate(u + t * d)
-            return k + 1, t, (la, l1), D_t, sc, t
+            return k + 1, t, (la, l1), D_t, sc
 
-        init = (jnp.array(0), jnp.asarray(1.0, u.dtype), (pr.la, pr.l1), -jnp.inf * jnp.ones_like(D), scale, jnp.asarray(0.0, u.dtype))
-        k_ls, t, (la, l1), D_t, sc, _ = jax.lax.while_loop(ls_cond, ls_body, init)
+        init = (jnp.array(0), jnp.asarray(1.0, u.dtype), (pr.la, pr.l1), jnp.full_like(D, -jnp.inf), scale)
+        k_ls, t, (la, l1), D_t, sc = jax.lax.while_loop(ls_cond, ls_body, init)
         failed = ~(D_t >= D + solver.armijo * t * slope - slack)
         u_t = jnp.where(failed, u, u + t * d)
         la, l1 = jnp.where(failed, pr.la, la), jnp.where(failed, pr.l1, l1)
@@ -400,7 +396,7 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     init = (jnp.array(0), jnp.array(0), jnp.array(1), u0, la0, l10, D0, s0, pr0, jnp.array(False), jnp.array(False))
     it, inner, kernels, u, _, _, _, _, pr, _, _ = jax.lax.while_loop(cond, body, init)
-    return _finish(problem, q, pr, u, tau, it, inner, kernels, tol)
+    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
 
 
 def _prox_newton(problem: JKOProblem, lz, u0, tau, eps, tol, max_iter):
@@ -480,7 +476,7 @@ def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> StepO
     pr0 = jax.eval_shape(lambda: _primal(problem, lq, problem.log_a(u0, tau, eps), eps))
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     it, inner, kernels, u, pr, _ = jax.lax.while_loop(cond, body, (jnp.array(0), jnp.array(0), jnp.array(0), u0, pr0, jnp.array(False)))
-    return _finish(problem, q, pr, u, tau, it, inner, kernels, tol)
+    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
 
 
 _DISPATCH = {SemiDualNewton: _newton, Linearised: _linearised, Dykstra: _dykstra}
@@ -718,12 +714,13 @@ def jko(
         block_size=block_size, callback=callback, name=f"JKO ({type(solver).__name__})",
     )
     tol = None if isinstance(solver, Linearised) else _default_tol(solver.tol, dtype)
-    traj = dataclasses.replace(traj, snapshots=traj.snapshots.masses, final=traj.final.masses)
+    last = traj.final
+    traj = dataclasses.replace(traj, snapshots=traj.snapshots.masses, final=last.masses)
     if traj.status == "diverged" and strict and tol is not None:
-        # was it a refused (non-converged) step? Recompute that one step for its diagnostics.
+        # was it a refused (non-converged) step? Recompute that step, from the same warm start.
         k = traj.num_steps
-        out = eqx.filter_jit(solve_step)(problem, jnp.asarray(traj.final), _initial_dual(problem, jnp.asarray(traj.final)), jnp.asarray(etas[k], dtype), args.eps, solver)
-        if not bool(out.converged):
+        out = eqx.filter_jit(solve_step)(problem, jnp.asarray(last.masses), jnp.asarray(last.dual), jnp.asarray(etas[k], dtype), args.eps, solver)
+        if np.isfinite(float(out.kkt)) and not bool(out.converged):
             traj = dataclasses.replace(traj, status="not_converged", message=_not_converged_message(solver, k, float(out.kkt), int(out.iterations), tol))
     elif traj.status == "completed" and "converged" in traj.diagnostics:
         bad = traj.diagnostics["converged"] < 0.5
