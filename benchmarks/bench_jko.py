@@ -1,0 +1,232 @@
+"""Benchmarks of the entropic JKO flow on a grid (issue #6).
+
+    PYTHONPATH=src python benchmarks/bench_jko.py [--quick] [--json FILE]
+
+Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_seconds``,
+``ratio`` = baseline / seconds, and sizes):
+
+- ``kernel_log_<n>``: one log-domain Gibbs kernel application on an n × n grid, separable
+  (wgflow.grid.log_kernel) against the dense point-cloud log-sum-exp over all N² pairs
+  (chunked, cost computed on the fly: an N × N matrix needs 34 GB at 256²; OTT-JAX 0.6's
+  online PointCloud mode fails on jax 0.10).
+- ``kernel_ott_grid_<n>``: the same against OTT-JAX's own separable ``Grid.apply_lse_kernel``.
+- ``kernel_std_<n>``: the standard-domain separable kernel (BLAS), against the log domain.
+- ``step_<solver>_<n>``: one JKO step (split, d = 2, n = 100 data, seed 001's loss) by the
+  semi-dual Newton and the linearised solvers, against Peyré's Dykstra iterations run to
+  the same KKT tolerance in the same run.
+- ``step_newton_512`` (full run only): one Newton step at 512² completes; peak memory.
+
+``--radial`` runs instead the radial-scale comparison of seed 001 §2.3.1 (:func:`radial_rows`).
+
+All times exclude compilation (programs are compiled ahead, then timed); the best of a few
+repetitions for the kernels. The machine is shared: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+from wgflow import make_objective  # noqa: E402
+from wgflow.data import teacher_student  # noqa: E402
+from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, make_problem, solve_step  # noqa: E402
+from wgflow.grid import box_grid, initial_grid_density, kernel, log_kernel  # noqa: E402
+
+
+def _best(fn, *args, repeat=3) -> float:
+    jax.block_until_ready(fn(*args))
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
+    from ott.geometry import grid as ott_grid
+    grid = box_grid(-3.0, 3.0, (n, n))
+    N = grid.size
+    x = jnp.asarray(np.random.default_rng(0).normal(size=N) * 5.0)
+    # wgflow's kernel includes the cell volumes v_i v_j; they are constants here (uniform grid)
+    ours = jax.jit(lambda v: log_kernel(grid, v, eps))
+    t_ours = _best(ours, x)
+    rows = []
+    sizes = dict(grid=f"{n}x{n}", N=N, eps=eps)
+    if dense:
+        # dense baseline: log Σ_j exp(x_j − |ξ_i − ξ_j|²/ε) over all N² pairs, in row chunks with the
+        # cost computed on the fly (OTT's online PointCloud mode fails on jax 0.10; an N × N matrix
+        # needs 34 GB at 256²)
+        from wgflow.metrics import _softmin_dense
+
+        pts = jnp.asarray(grid.coords())
+        dense_fn = jax.jit(lambda v: -_softmin_dense(pts, pts, v, jnp.zeros_like(v), eps, ()) / eps)
+        t_dense = _best(dense_fn, x, repeat=1)
+        lv = float(np.log(grid.volumes()[0]))
+        err = float(jnp.max(jnp.abs(ours(x) - (dense_fn(x) + 2 * lv))))
+        rows.append(dict(name=f"kernel_log_{n}", seconds=t_ours, baseline_seconds=t_dense, ratio=t_dense / t_ours,
+                         baseline="dense point-cloud log-sum-exp (chunked, online cost)", max_abs_diff=err, **sizes))
+    og = ott_grid.Grid(x=[jnp.asarray(ax.points) for ax in grid.blocks[0]], epsilon=eps)
+    ott_fn = jax.jit(lambda v: og.apply_lse_kernel(jnp.zeros(N), eps * v, eps, axis=1)[0])
+    t_ott = _best(ott_fn, x)
+    rows.append(dict(name=f"kernel_ott_grid_{n}", seconds=t_ours, baseline_seconds=t_ott, ratio=t_ott / t_ours,
+                     baseline="OTT Grid apply_lse_kernel (separable)", **sizes))
+    xs = jnp.exp(x - x.max())
+    t_std = _best(jax.jit(lambda v: kernel(grid, v, 0.1)), xs)
+    rows.append(dict(name=f"kernel_std_{n}", seconds=t_std, baseline_seconds=t_ours, ratio=t_ours / t_std,
+                     baseline="wgflow log-domain kernel", **sizes))
+    return rows
+
+
+def _problem(n_grid: int, n_data: int = 100):
+    ds = teacher_student(jax.random.PRNGKey(0), n_data, 2, 3)
+    obj = make_objective(ds.X, ds.y, "split", lam=1e-3)  # seed 001's loss: Σ (f − y)² + λ ∫ V d|μ|
+    grid = box_grid(-3.0, 3.0, (n_grid, n_grid))
+    p0 = jnp.asarray(initial_grid_density(grid, "gaussian", std=0.5, components=2))
+    prob = make_problem(obj, grid)
+    u0 = jax.grad(obj.risk)(prob.outputs(p0))
+    return prob, p0, u0
+
+
+def _timed_step(prob, p0, u0, tau, eps, solver):
+    fn = jax.jit(solve_step, static_argnums=5).lower(prob, p0, u0, tau, eps, solver).compile()
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn(prob, p0, u0, tau, eps))
+    return time.perf_counter() - t, out
+
+
+def step_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -> list[dict]:
+    prob, p0, u0 = _problem(n)
+    sizes = dict(grid=f"{n}x{n}", N=n * n, components=2, n_data=100, tau=tau, eps=eps, tol=tol)
+    t_d, out_d = _timed_step(prob, p0, u0, tau, eps, Dykstra(tol=tol))
+    rows = []
+    for name, solver in (("newton", SemiDualNewton(tol=tol)), ("linearised", Linearised())):
+        t, out = _timed_step(prob, p0, u0, tau, eps, solver)
+        rows.append(dict(
+            name=f"step_{name}_{n}", seconds=t, baseline_seconds=t_d, ratio=t_d / t, baseline="Dykstra (Peyré 2015), same tol",
+            kkt=float(out.kkt), iterations=int(out.iterations), kernel_applications=int(out.kernel_applications),
+            baseline_kkt=float(out_d.kkt), baseline_iterations=int(out_d.iterations),
+            baseline_kernel_applications=int(out_d.kernel_applications),
+            l1_to_baseline=float(jnp.abs(out.p - out_d.p).sum()), moved=float(jnp.abs(out.p - p0).sum()) / 2, **sizes,
+        ))
+    return rows
+
+
+def big_step_row(n: int = 512, tau: float = 1e-2, eps: float = 1e-2) -> dict:
+    prob, p0, u0 = _problem(n)
+    t, out = _timed_step(prob, p0, u0, tau, eps, SemiDualNewton(tol=1e-7))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (ru_maxrss is in KiB on Linux)
+    return dict(name=f"step_newton_{n}", seconds=t, baseline_seconds=None, ratio=None, grid=f"{n}x{n}", N=n * n,
+                components=2, n_data=100, tau=tau, eps=eps, kkt=float(out.kkt), converged=bool(out.converged),
+                iterations=int(out.iterations), kernel_applications=int(out.kernel_applications), peak_rss_gib=rss)
+
+
+def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
+    """Seed 001 §2.3.1 ("the grid dictates the neuron's scale"): grids of about the same N compared
+    with particle GD on a teacher that needs neurons of scale |u| ≈ 2–3 (split, d = 2).
+
+    Each JKO run: τ = 0.1 and ε = 2h² (h the finest spacing, ε ≥ 0.01); non-uniform grids also with
+    ε = 2h² of their coarsest spacing. GD: η = 2e-3 from the same initial density as 51 200
+    weighted particles (a 160² quadrature). Reported: F(T), the relative output distance to GD at T, and the radius
+    within which 99 % of the mass lies (``radius_99``; GD's in the ``radial_gd`` row).
+    """
+    from wgflow import Measure
+    from wgflow.flows import explicit_gd
+    from wgflow.flows.jko import jko, snapshot_measure
+    from wgflow.grid import symlog_grid, two_scale_grid
+
+    ds = teacher_student(jax.random.PRNGKey(2), 40, 2, 2)
+    obj = make_objective(ds.X, 2.0 * ds.y, "split", lam=1e-3, reduction="mean")  # a teacher of output scale 2
+    std = 0.3
+    ref_grid = box_grid(-6.0, 6.0, (2 * n, 2 * n))
+    # GD from the same initial measure, as weighted particles on a fine grid (a quadrature of the
+    # initial density: no sampling noise — 4000 sampled particles are ≈ 9 % off in the outputs)
+    fine = box_grid(-2.0, 2.0, (160, 160))
+    particles = snapshot_measure(obj, fine, initial_grid_density(fine, "gaussian", std=std, components=2))
+    t0 = time.perf_counter()
+    gd = explicit_gd(obj, particles, 2e-3, int(round(T / 2e-3)))
+    t_gd = time.perf_counter() - t0
+    f_gd = obj.outputs(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses)))
+    m = int(round(n / np.sqrt(2)))
+    grids = {
+        f"uniform ±1.5, {n}²": box_grid(-1.5, 1.5, (n, n)),
+        f"uniform ±6, {n}²": box_grid(-6.0, 6.0, (n, n)),
+        f"symlog ±6 (linear 0.75), {n}²": symlog_grid(6.0, (n, n), 0.75),
+        f"two-scale ±1.5 ∪ ±6, 2×{m}²": two_scale_grid(box_grid(-1.5, 1.5, (m, m)), 4.0),
+        f"uniform ±6, {2 * n}² (4× N)": ref_grid,
+    }
+    def radius_99(mu):
+        r = np.linalg.norm(np.asarray(mu.positions), axis=1)
+        w = np.abs(np.asarray(mu.masses))
+        order = np.argsort(r)
+        return float(r[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.99)])
+
+    rows = [dict(name="radial_gd", seconds=t_gd, baseline_seconds=None, ratio=None, F_T=float(gd.objective[-1]), m=particles.width, T=T,
+                 radius_99=radius_99(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))))]
+    _print(rows)
+    runs = []
+    for label, grid in grids.items():
+        runs.append((label, grid, max(2 * grid.min_spacing**2, 0.01)))
+        if grid.spacing > 1.01 * grid.min_spacing:
+            runs.append((label + ", ε from coarsest h", grid, 2 * grid.spacing**2))
+    for label, grid, eps in runs:
+        p0 = initial_grid_density(grid, "gaussian", std=std, components=2)
+        t0 = time.perf_counter()
+        traj = jko(obj, grid, p0, 0.1, int(round(T / 0.1)), eps)
+        secs = time.perf_counter() - t0
+        mu = snapshot_measure(obj, grid, traj.final)
+        f = obj.outputs(mu)
+        rows.append(dict(
+            name=f"radial: {label}", seconds=secs, baseline_seconds=None, ratio=None, N=grid.size, eps=eps,
+            h_min=grid.min_spacing, h_max=grid.spacing, status=traj.status, F_T=float(traj.objective[-1]),
+            F_T_gd=float(gd.objective[-1]), rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
+            radius_99=radius_99(mu),
+        ))
+        _print(rows[-1:])
+    return rows
+
+
+def run(quick: bool) -> list[dict]:
+    rows = []
+    for n in ((64, 128) if quick else (128, 256)):
+        rows += kernel_rows(n)
+        _print(rows[-3:])
+    rows += step_rows(96 if quick else 256)
+    _print(rows[-2:])
+    if not quick:
+        rows.append(big_step_row())
+        _print(rows[-1:])
+    return rows
+
+
+def _print(rows):
+    for r in rows:
+        base = f"  baseline {r['baseline_seconds']:.4g}s  ratio {r['ratio']:.1f}x" if r.get("ratio") else ""
+        extra = {k: v for k, v in r.items() if k not in ("name", "seconds", "baseline_seconds", "ratio", "baseline")}
+        print(f"{r['name']:<24} {r['seconds']:.4g}s{base}  {extra}", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
+    ap.add_argument("--radial", action="store_true", help="run only the radial-scale comparison (seed 001 §2.3.1)")
+    args = ap.parse_args(argv)
+    rows = radial_rows() if args.radial else run(args.quick)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

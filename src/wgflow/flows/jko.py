@@ -1,0 +1,744 @@
+"""Entropic JKO flow on a fixed grid of neurons (DESIGN §2; Peyré, SIAM J. Imaging Sci. 2015).
+
+Masses ``p`` on the points ``θ_i`` of a :class:`~wgflow.grid.Grid` move by
+
+    p⁺ = argmin_p  W_ε(p, p_t) + 2τ F(p),                                            (1)
+    W_ε(p, q) = min_{π ∈ Π(p, q)} ⟨C, π⟩ + ε Σ_ij π_ij (log(π_ij / (v_i v_j)) − 1),
+
+with ``C_ij = |θ_i − θ_j|²`` (squared distance in grid coordinates; wrapped on a
+periodic axis) and ``v`` the cell volumes. Without entropy, (1) is the JKO step
+``argmin F(μ) + W₂²(μ, μ_t)/(2τ)`` of the Wasserstein gradient flow
+``∂_t μ = div(μ ∇F'(μ))`` in mean-field time: one step is τ units of the clock of
+:mod:`wgflow.flows.particle`. ``ε`` (``blur``) is the weight of the entropy, in units
+of squared distance; OTT-JAX's ``epsilon`` for the cost ``|x − y|²`` is the same ε.
+The entropy adds the diffusion ``(ε / 4τ) Δμ`` per unit time (docs/jko.md).
+
+With ``F(p) = R(Φ_s p) + λ⟨V, p⟩`` (``Φ_s`` the n × C·N matrix of signed unit outputs)
+and the conjugate ``R*``, (1) has the *semi-dual* (docs/jko.md §3)
+
+    max_u D(u) = ε Σ_j q_j (log q_j − 1 − log(K̃ᵀ a(u))_j) − 2τ R*(u),   a(u) = exp(−2τ(Φ_sᵀu + λV)/ε),
+
+a smooth concave problem in the n data variables. Its primal is the map
+
+    p(u) = a ⊙ K̃ b,  b = q / K̃ᵀ a,                                               (2)
+
+(two kernel applications), and ``∇D(u) = 2τ (Φ_s p(u) − ∇R*(u))``. Every solver returns a
+``u`` and ``p(u)``; the step is solved when ``Φ_s p(u) = ∇R*(u)`` (u = ∇R(f)), and
+
+    kkt = max_j |Φ_s p(u) − ∇R*(u)|_j      gap = 2τ [R(f) + R*(u) − ⟨u, f⟩]   (f = Φ_s p(u))
+
+are the KKT residual (output units) and the duality gap of (1) at (π(u), u).
+
+Solvers: :class:`SemiDualNewton` (Newton–CG on D with exact Hessian-vector products,
+Armijo line search, warm-started), :class:`Linearised` (F replaced by its first
+variation at p_t: (2) at ``u = ∇R(f_t)``, closed form), :class:`Dykstra` (Peyré's
+KL-proximal scaling iterations, the reference; the KL-prox of F is solved by Newton
+in the n dual variables).
+
+Only the square loss has its conjugate here (``SemiDualNewton`` and ``Dykstra``);
+:class:`Linearised` works with any loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from wgflow.errors import InputError, require, require_positive
+from wgflow.flows.schedules import Schedule, step_sizes
+from wgflow.flows.trajectory import SaveAt, Trajectory, integrate
+from wgflow.grid import Grid, bin_measure, check_memory, log_kernel, to_measure
+from wgflow.measure import Measure
+from wgflow.objective import Objective
+
+# --------------------------------------------------------------------------- solvers
+
+
+def _default_tol(tol: float | None, dtype) -> float:
+    if tol is not None:
+        return float(tol)
+    return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class SemiDualNewton:
+    """Newton–CG ascent on the semi-dual D(u) (n variables), warm-started from the previous step.
+
+    Stops when ``kkt ≤ tol`` (output units; ``None``: 1e-9 in float64, 1e-4 in float32).
+    Each Newton iteration: one gradient (2 kernel applications), truncated CG on
+    ``−∇²D d = ∇D`` with exact Hessian-vector products (2 signed kernel applications
+    each, relative tolerance ``min(cg_rtol, √kkt)``), an Armijo backtracking line search
+    (1 kernel application per trial).
+    """
+
+    tol: float | None = None
+    max_iter: int = 50
+    cg_max_iter: int = 60
+    cg_rtol: float = 0.1
+    armijo: float = 1e-4
+    max_backtracks: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Linearised:
+    """The JKO step of the first variation at p_t: ``p⁺ = p(∇R(f_t))`` by (2), closed form.
+
+    One kernel pair. It is the exact entropic JKO step of the *linear* functional
+    ``⟨F'(p_t), p⟩``: an explicit-in-F, implicit-in-transport scheme whose deviation
+    from (1) is O(τ²) per step (reported as ``kkt``: the residual of (1) at its output).
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class Dykstra:
+    """Peyré (2015)'s KL-proximal scaling iterations (Dykstra's algorithm for (1)), the reference.
+
+    ``π = diag(a) K̃ diag(b)`` alternates ``a ← prox^KL_{2τF/ε}(K̃b) / K̃b`` and ``b ← q / K̃ᵀa``.
+    The KL-prox of F has no closed form (Φ couples all points): it is solved by Newton
+    in the n dual variables to ``inner_tol``. Its optimum is ``a = exp(−2τ(Φ_sᵀu + λV)/ε)``,
+    so after each ``b`` update the iterate *is* p(u) of (2), and the same ``kkt`` is the
+    stopping test (``≤ tol``).
+    """
+
+    tol: float | None = None
+    max_iter: int = 20000
+    inner_tol: float | None = None
+    inner_max_iter: int = 50
+
+
+Solver = Union[SemiDualNewton, Linearised, Dykstra]
+SOLVERS = (SemiDualNewton, Linearised, Dykstra)
+
+# --------------------------------------------------------------------------- the problem
+
+
+class SquareConjugate(eqx.Module):
+    """``R(f) = c Σ_j (f_j − y_j)²`` and ``R*(u) = Σ_j u_j²/(4c) + u_j y_j``, c = 1 (sum) or 1/n (mean)."""
+
+    y: Array
+    c: float = eqx.field(static=True)
+
+    def value(self, u):
+        return jnp.sum(u * u) / (4 * self.c) + jnp.dot(u, self.y)
+
+    def grad(self, u):
+        return u / (2 * self.c) + self.y
+
+    @property
+    def hess(self) -> float:
+        return 1.0 / (2 * self.c)
+
+    def fenchel_young(self, f, u):
+        """``R(f) + R*(u) − ⟨u, f⟩ = c |f − ∇R*(u)|² ≥ 0``."""
+        r = f - self.grad(u)
+        return self.c * jnp.sum(r * r)
+
+
+class JKOProblem(eqx.Module):
+    """The data of a JKO flow on a grid: the objective, Φ on the grid, λV, the signs.
+
+    ``features``: ``Φ[j, i] = φ_{θ_i}(x_j)`` (n, N), unsigned; component ``c`` carries
+    ``signs[c] Φ``. ``potential``: ``λ V(θ_i)`` (N,). Built by :func:`make_problem`.
+    """
+
+    objective: Objective
+    features: Array
+    potential: Array
+    points: Array
+    conjugate: SquareConjugate | None
+    grid: Grid = eqx.field(static=True)
+    signs: tuple = eqx.field(static=True)
+
+    def signed_sum(self, p: Array) -> Array:
+        """``Σ_c s_c p_c`` (N,)."""
+        return jnp.tensordot(jnp.asarray(self.signs, p.dtype), p, axes=1)
+
+    def outputs(self, p: Array) -> Array:
+        """``f = Φ_s p`` at the training inputs."""
+        return self.features @ self.signed_sum(p)
+
+    def measure(self, p: Array) -> Measure:
+        s = jnp.asarray(self.signs, p.dtype)
+        return Measure(self.points, (s[:, None] * p).reshape(-1))
+
+    def value(self, p: Array) -> Array:
+        """``F`` of grid masses, by :meth:`Objective.value` on the grid's :class:`Measure`."""
+        return self.objective.value(self.measure(p))
+
+    def log_a(self, u: Array, tau, eps) -> Array:
+        """``log a(u) = −2τ (s_c Φᵀu + λV)/ε``, shape (C, N)."""
+        phiu = u @ self.features
+        s = jnp.asarray(self.signs, phiu.dtype)[:, None]
+        return -(2 * tau / eps) * (s * phiu[None] + self.potential[None])
+
+
+def component_signs(objective: Objective) -> tuple:
+    """``(1,)`` for nonnegative measures (``lifted``, ``sphere``); ``(1, −1)`` for signed ones."""
+    return (1.0, -1.0) if objective.unit.signed_masses else (1.0,)
+
+
+def check_grid(objective: Objective, grid: Grid) -> None:
+    """The grid must embed in the objective's Θ (dimension, and the circle for ``sphere``)."""
+    require(isinstance(grid, Grid), "grid", "must be a wgflow.grid.Grid", "build it with box_grid(...) or sphere_grid(...)")
+    unit = objective.unit
+    D = unit.dim(objective.d)
+    if unit.name == "sphere":
+        require(
+            objective.d == 2 and grid.embedding == "circle",
+            "grid",
+            f"'sphere' on a grid needs inputs in R^2 and an angle × scale grid (got d = {objective.d}, embedding {grid.embedding!r})",
+            "use sphere_grid(n_angle, a_axis) with 2-D inputs (a bias counts as an input)",
+        )
+    else:
+        require(grid.embedding == "identity", "grid", f"'{unit.name}' needs a flat grid, got embedding {grid.embedding!r}", "use box_grid(...)")
+    require(
+        grid.dim == D,
+        "grid",
+        f"'{unit.name}' with inputs in R^{objective.d} has neurons in R^{D}, but the grid has {grid.dim} dimensions",
+        f"build a {D}-D grid" + (" (w ∈ R^d and α)" if unit.name == "lifted" else ""),
+    )
+
+
+def make_problem(objective: Objective, grid: Grid) -> JKOProblem:
+    """Φ, λV and the grid positions for ``objective`` on ``grid`` (in the objective's dtype)."""
+    check_grid(objective, grid)
+    dtype = objective.X.dtype
+    pts = jnp.asarray(grid.points(), dtype)
+    feats = objective.unit.features(pts, objective.X)
+    pot = objective.lam * objective.unit.regulariser(pts)
+    signs = component_signs(objective)
+    conj = None
+    if objective.loss.name == "square":
+        c = 1.0 if objective.reduction == "sum" else 1.0 / objective.n
+        conj = SquareConjugate(objective.y, c)
+    return JKOProblem(objective, feats, pot, jnp.tile(pts, (len(signs), 1)), conj, grid, signs)
+
+
+# --------------------------------------------------------------------------- the semi-dual map
+
+
+class _Primal(eqx.Module):
+    """``p(u)`` of (2) and the pieces the solvers reuse."""
+
+    la: Array  # log a (C, N)
+    l1: Array  # log K̃ᵀa
+    lb: Array  # log b = log q − l1
+    l2: Array  # log K̃ b
+    p: Array  # a ⊙ K̃ b
+    f: Array  # Φ_s p
+
+
+def _log_q(q):
+    return jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
+
+
+def _primal(problem: JKOProblem, lq, la, eps, l1=None) -> _Primal:
+    if l1 is None:
+        l1 = log_kernel(problem.grid, la, eps)
+    lb = lq - l1
+    l2 = log_kernel(problem.grid, lb, eps)
+    p = jnp.exp(la + l2)
+    return _Primal(la, l1, lb, l2, p, problem.outputs(p))
+
+
+def _dual_value(problem: JKOProblem, q, lq, l1, u, tau, eps):
+    """``D(u)`` and the sum of the absolute values of its terms (its rounding scale)."""
+    qlq = jnp.where(q > 0, q * lq, 0.0)
+    t1 = qlq - q - q * l1
+    t2 = 2 * tau * problem.conjugate.value(u)
+    return eps * jnp.sum(t1) - t2, eps * jnp.sum(jnp.abs(t1)) + jnp.abs(t2)
+
+
+def _kkt(problem: JKOProblem, f, u):
+    """Residual of (1) at (p(u), u) in output units, and the duality gap / 2τ."""
+    if problem.conjugate is None:  # any loss: u = ∇R(f) is the optimality condition, in R' units
+        r = u - jax.grad(problem.objective.risk)(f)
+        return jnp.max(jnp.abs(r)), jnp.nan
+    r = f - problem.conjugate.grad(u)
+    return jnp.max(jnp.abs(r)), problem.conjugate.fenchel_young(f, u)
+
+
+def _neg_hess_vp(problem: JKOProblem, pr: _Primal, v, tau, eps):
+    """``−∇²D(u) v = 2τ [(2τ/ε) Φ_s M Φ_sᵀ v + ∇²R* v]``, ``M = diag(p) − π diag(1/q) πᵀ``.
+
+    ``πᵀw / q`` is the conditional mean ``E[w_i | j]`` under ``π(·|j)``, and ``M w = p ⊙ w − π c``:
+    two signed log-domain kernel applications.
+    """
+    grid = problem.grid
+    s = jnp.asarray(problem.signs, v.dtype)[:, None]
+    w = s * (v @ problem.features)[None]  # (C, N)
+    lw, sw = log_kernel(grid, pr.la + jnp.log(jnp.abs(w)), eps, jnp.sign(w))
+    c = sw * jnp.exp(lw - pr.l1)  # E[w | j]
+    lc, sc = log_kernel(grid, pr.lb + jnp.log(jnp.abs(c)), eps, jnp.sign(c))
+    Mw = pr.p * w - sc * jnp.exp(pr.la + lc)
+    return 2 * tau * ((2 * tau / eps) * problem.outputs(Mw) + problem.conjugate.hess * v)
+
+
+def _cg(matvec, b, rtol, max_iter):
+    """Conjugate gradients for ``A x = b`` (A SPD) from 0; stops on ``|r| ≤ rtol |b|`` or negative curvature."""
+    bnorm = jnp.linalg.norm(b)
+
+    def cond(c):
+        k, _, r, _, _, done = c
+        return (k < max_iter) & (jnp.linalg.norm(r) > rtol * bnorm) & ~done
+
+    def body(c):
+        k, x, r, d, rr, _ = c
+        Ad = matvec(d)
+        dAd = jnp.dot(d, Ad)
+        bad = dAd <= 0
+        alpha = rr / jnp.where(bad, 1.0, dAd)
+        x_new = jnp.where(bad, x, x + alpha * d)
+        r_new = jnp.where(bad, r, r - alpha * Ad)
+        rr_new = jnp.dot(r_new, r_new)
+        d_new = r_new + (rr_new / rr) * d
+        return k + 1, x_new, r_new, d_new, rr_new, bad
+
+    x0 = jnp.zeros_like(b)
+    k, x, _, _, _, _ = jax.lax.while_loop(cond, body, (jnp.array(0), x0, b, b, jnp.dot(b, b), jnp.array(False)))
+    x = jnp.where(jnp.any(x != 0), x, b)  # first direction had negative curvature: steepest ascent
+    return x, k
+
+
+class StepOutput(eqx.Module):
+    """What a step solver returns (all arrays; see :class:`JKOStepResult`)."""
+
+    p: Array
+    u: Array
+    log_a: Array
+    log_b: Array
+    kkt: Array
+    gap: Array
+    iterations: Array
+    inner_iterations: Array
+    kernel_applications: Array
+    converged: Array
+
+
+def _finish(problem, pr: _Primal, u, tau, its, inner, kernels, tol):
+    kkt, fy = _kkt(problem, pr.f, u)
+    return StepOutput(
+        pr.p, u, pr.la, pr.lb, kkt, 2 * tau * fy, jnp.asarray(its), jnp.asarray(inner), jnp.asarray(kernels),
+        (kkt <= tol) if tol is not None else jnp.array(True),
+    )
+
+
+def _linearised(problem: JKOProblem, q, lq, u0, tau, eps, solver: Linearised) -> StepOutput:
+    u = jax.grad(problem.objective.risk)(problem.outputs(q))
+    pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
+    return _finish(problem, pr, u, tau, 1, 0, 2, None)
+
+
+def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) -> StepOutput:
+    # One while loop; each pass computes p(u) at the current iterate and, unless converged, a
+    # Newton–CG direction and its line search. Every kernel use appears once in the program.
+    tol = _default_tol(solver.tol, q.dtype)
+    conj = problem.conjugate
+    eps_mach = jnp.finfo(q.dtype).eps
+    n_terms = q.size + u0.size
+
+    def evaluate(u):
+        la = problem.log_a(u, tau, eps)
+        l1 = log_kernel(problem.grid, la, eps)
+        D, scale = _dual_value(problem, q, lq, l1, u, tau, eps)
+        return la, l1, D, scale
+
+    def newton_move(u, pr, D, scale, kkt):
+        g = 2 * tau * (pr.f - conj.grad(u))
+        rtol = jnp.minimum(solver.cg_rtol, jnp.sqrt(kkt))
+        d, k_cg = _cg(lambda v: _neg_hess_vp(problem, pr, v, tau, eps), g, rtol, solver.cg_max_iter)
+        slope = jnp.dot(g, d)
+        slack = 8 * eps_mach * jnp.sqrt(n_terms) * scale  # Armijo up to the rounding of D
+
+        def ls_cond(s):
+            k, t, _, D_t, _ = s
+            return (k < solver.max_backtracks) & ~(D_t >= D + solver.armijo * t * slope - slack)
+
+        def ls_body(s):  # trial steps t = 1, 1/2, 1/4, …
+            k, t, _, _, _ = s
+            t = jnp.where(k == 0, t, 0.5 * t)
+            la, l1, D_t, sc = evaluate(u + t * d)
+            return k + 1, t, (la, l1), D_t, sc
+
+        init = (jnp.array(0), jnp.asarray(1.0, u.dtype), (pr.la, pr.l1), jnp.full_like(D, -jnp.inf), scale)
+        k_ls, t, (la, l1), D_t, sc = jax.lax.while_loop(ls_cond, ls_body, init)
+        failed = ~(D_t >= D + solver.armijo * t * slope - slack)
+        u_t = jnp.where(failed, u, u + t * d)
+        la, l1 = jnp.where(failed, pr.la, la), jnp.where(failed, pr.l1, l1)
+        return u_t, la, l1, jnp.where(failed, D, D_t), jnp.where(failed, scale, sc), failed, k_cg, 2 * k_cg + k_ls
+
+    def cond(c):
+        return ~c[-1]
+
+    def body(c):
+        it, inner, kernels, u, la, l1, D, scale, _, failed, _ = c
+        pr = _primal(problem, lq, la, eps, l1)
+        kkt = jnp.max(jnp.abs(pr.f - conj.grad(u)))
+        done = (kkt <= tol) | (it >= solver.max_iter) | failed
+
+        def move(_):
+            return newton_move(u, pr, D, scale, kkt)
+
+        def stay(_):
+            return u, la, l1, D, scale, failed, jnp.array(0), jnp.array(0)
+
+        u_n, la_n, l1_n, D_n, sc_n, failed_n, k_cg, k_ker = jax.lax.cond(done, stay, move, None)
+        return (it + ~done, inner + k_cg, kernels + 1 + k_ker, u_n, la_n, l1_n, D_n, sc_n, pr, failed_n, done)
+
+    la0, l10, D0, s0 = evaluate(u0)
+    pr0 = jax.eval_shape(lambda: _primal(problem, lq, la0, eps, l10))
+    pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
+    init = (jnp.array(0), jnp.array(0), jnp.array(1), u0, la0, l10, D0, s0, pr0, jnp.array(False), jnp.array(False))
+    it, inner, kernels, u, _, _, _, _, pr, _, _ = jax.lax.while_loop(cond, body, init)
+    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
+
+
+def _prox_newton(problem: JKOProblem, lz, u0, tau, eps, tol, max_iter):
+    """``argmax_u ψ(u) = −Σ z a(u) − (2τ/ε) R*(u)``: the dual of ``prox^KL_{2τF/ε}(z)``, whose
+    primal is ``p = z ⊙ a(u)``. Newton with the explicit n × n Hessian (no kernel application)."""
+    conj = problem.conjugate
+    r = 2 * tau / eps
+    eps_mach = jnp.finfo(lz.dtype).eps
+
+    def psi(u):
+        lp = lz + problem.log_a(u, tau, eps)
+        p = jnp.exp(lp)
+        val = -jnp.sum(p) - r * conj.value(u)
+        return val, p, jnp.sum(p) + r * jnp.abs(conj.value(u))
+
+    def grad_res(u, p):
+        return problem.outputs(p) - conj.grad(u)
+
+    def cond(c):
+        it, u, p, val, sc, res, failed = c
+        return (it < max_iter) & (jnp.max(jnp.abs(res)) > tol) & ~failed
+
+    def body(c):
+        it, u, p, val, sc, res, _ = c
+        ptot = jnp.sum(p, axis=0)
+        H = r * (problem.features * ptot[None]) @ problem.features.T + conj.hess * jnp.eye(u.size, dtype=u.dtype)
+        d = jax.scipy.linalg.solve(H, res, assume_a="pos")
+        slope = r * jnp.dot(res, d)  # ∇ψ = r·res
+        slack = 8 * eps_mach * jnp.sqrt(p.size) * sc
+
+        def ls_cond(s):
+            k, t, v, _, _ = s
+            return (k < 40) & ~(v >= val + 1e-4 * t * slope - slack)
+
+        def ls_body(s):
+            k, t, _, _, _ = s
+            t = 0.5 * t
+            v, pn, scn = psi(u + t * d)
+            return k + 1, t, v, pn, scn
+
+        v1, p1, sc1 = psi(u + d)
+        _, t, v, pn, scn = jax.lax.while_loop(ls_cond, ls_body, (jnp.array(0), jnp.asarray(1.0, u.dtype), v1, p1, sc1))
+        failed = ~(v >= val + 1e-4 * t * slope - slack)
+        un = u + t * d
+        new = (un, pn, v, scn, grad_res(un, pn))
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(failed, a, b), (u, p, val, sc, res), new)
+        return (it + 1,) + new + (failed,)
+
+    v0, p0, sc0 = psi(u0)
+    it, u, *_ = jax.lax.while_loop(cond, body, (jnp.array(0), u0, p0, v0, sc0, grad_res(u0, p0), jnp.array(False)))
+    return u, it
+
+
+def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> StepOutput:
+    # Each pass: the b update and p(u) (two kernel applications), then, unless converged, the
+    # KL-prox of F at K̃b, which gives the next u (and a = a(u)).
+    tol = _default_tol(solver.tol, q.dtype)
+    inner_tol = tol / 10 if solver.inner_tol is None else float(solver.inner_tol)
+    conj = problem.conjugate
+
+    def cond(c):
+        return ~c[-1]
+
+    def body(c):
+        it, inner, kernels, u, _, _ = c
+        pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
+        kkt = jnp.max(jnp.abs(pr.f - conj.grad(u)))
+        done = (kkt <= tol) | (it >= solver.max_iter)
+        u_n, k_in = jax.lax.cond(
+            done,
+            lambda _: (u, jnp.array(0)),
+            lambda _: _prox_newton(problem, pr.l2, u, tau, eps, inner_tol, solver.inner_max_iter),
+            None,
+        )
+        return it + ~done, inner + k_in, kernels + 2, u_n, pr, done
+
+    pr0 = jax.eval_shape(lambda: _primal(problem, lq, problem.log_a(u0, tau, eps), eps))
+    pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
+    it, inner, kernels, u, pr, _ = jax.lax.while_loop(cond, body, (jnp.array(0), jnp.array(0), jnp.array(0), u0, pr0, jnp.array(False)))
+    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
+
+
+_DISPATCH = {SemiDualNewton: _newton, Linearised: _linearised, Dykstra: _dykstra}
+
+
+def solve_step(problem: JKOProblem, q: Array, u0: Array, tau, eps, solver: Solver) -> StepOutput:
+    """Solve one step (1) from masses ``q`` (C, N) with warm start ``u0`` (n,). Pure and jit-able."""
+    lq = _log_q(q)
+    tau, eps = jnp.asarray(tau, q.dtype), jnp.asarray(eps, q.dtype)
+    return _DISPATCH[type(solver)](problem, q, lq, u0.astype(q.dtype), tau, eps, solver)
+
+
+# --------------------------------------------------------------------------- one step, as a record
+
+
+@dataclasses.dataclass(frozen=True)
+class JKOStepResult:
+    """One entropic JKO step (see the module docstring for the definitions).
+
+    ``masses`` (C, N): p⁺. ``dual`` (n,): u. ``log_a``, ``log_b`` (C, N): the coupling is
+    ``π_ij = exp(log_a_i + log_b_j) K̃_ij`` per component. ``kkt``, ``gap``: residual and
+    duality gap of (1). ``mass_error``: ``max_c |Σ p⁺_c − Σ q_c|`` before the final
+    renormalisation (which removes the rounding). ``iterations``: outer iterations (Newton,
+    Dykstra; 1 for Linearised), ``inner_iterations``: CG (Newton) or prox-Newton (Dykstra)
+    iterations, ``kernel_applications``: log-kernel applications used.
+    ``objective``: F(p⁺). ``transport``: the entropic cost ⟨C, π⟩ + ε Σ π(log(π/vv) − 1) of the
+    returned coupling (≥ W_ε(p⁺, q)). ``converged``: kkt ≤ tol (always True for Linearised).
+    """
+
+    masses: np.ndarray
+    dual: np.ndarray
+    log_a: np.ndarray
+    log_b: np.ndarray
+    kkt: float
+    gap: float
+    mass_error: float
+    iterations: int
+    inner_iterations: int
+    kernel_applications: int
+    objective: float
+    transport: float
+    converged: bool
+    tol: float | None
+    seconds: float
+
+
+@eqx.filter_jit
+def _step_record(problem, q, u0, tau, eps, solver):
+    out = solve_step(problem, q, u0, tau, eps, solver)
+    mass_err = jnp.max(jnp.abs(jnp.sum(out.p, axis=1) - jnp.sum(q, axis=1)))
+    p = _renormalise(out.p, q)
+    ql = jnp.where(q > 0, q * out.log_b, 0.0)
+    transport = eps * (jnp.sum(out.log_a * out.p) + jnp.sum(ql) - jnp.sum(out.p))
+    return out, p, mass_err, problem.value(p), transport
+
+
+def _renormalise(p, q):
+    tot = jnp.sum(p, axis=1, keepdims=True)
+    return p * jnp.where(tot > 0, jnp.sum(q, axis=1, keepdims=True) / jnp.where(tot > 0, tot, 1.0), 0.0)
+
+
+def jko_step(
+    objective: Objective,
+    grid: Grid,
+    p,
+    tau: float,
+    blur: float,
+    solver: Solver = SemiDualNewton(),
+    *,
+    dual0=None,
+    problem: JKOProblem | None = None,
+) -> JKOStepResult:
+    """One entropic JKO step (1) from grid masses ``p`` (or a Measure, binned on the grid).
+
+    ``dual0``: warm start u (default ``∇R(f_p)``). ``problem``: a prebuilt :func:`make_problem`.
+    """
+    import time
+
+    require_positive(tau, "tau")
+    require_positive(blur, "blur")
+    problem = problem or _validated_problem(objective, grid, solver)
+    q = jnp.asarray(_initial_masses(problem, p), objective.X.dtype)
+    u0 = _initial_dual(problem, q) if dual0 is None else jnp.asarray(dual0, q.dtype)
+    t0 = time.perf_counter()
+    out, pn, mass_err, F, transport = _step_record(problem, q, u0, jnp.asarray(tau, q.dtype), jnp.asarray(blur, q.dtype), solver)
+    jax.block_until_ready(pn)
+    secs = time.perf_counter() - t0
+    tol = None if isinstance(solver, Linearised) else _default_tol(solver.tol, q.dtype)
+    return JKOStepResult(
+        masses=np.asarray(pn), dual=np.asarray(out.u), log_a=np.asarray(out.log_a), log_b=np.asarray(out.log_b),
+        kkt=float(out.kkt), gap=float(out.gap), mass_error=float(mass_err), iterations=int(out.iterations),
+        inner_iterations=int(out.inner_iterations), kernel_applications=int(out.kernel_applications),
+        objective=float(F), transport=float(transport), converged=bool(out.converged), tol=tol, seconds=secs,
+    )
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+class JKOState(eqx.Module):
+    """State of the flow: grid masses (C, N) and the dual u of the last step (warm start)."""
+
+    masses: Array
+    dual: Array
+
+
+class JKOArgs(eqx.Module):
+    problem: JKOProblem
+    eps: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _JKOStep:
+    """The step function of :func:`integrate` with its solver bound (hashable)."""
+
+    solver: Solver
+    strict: bool
+
+    def __call__(self, args: JKOArgs, state: JKOState, tau):
+        problem = args.problem
+        q = state.masses
+        out = solve_step(problem, q, state.dual, tau, args.eps, self.solver)
+        mass_err = jnp.max(jnp.abs(jnp.sum(out.p, axis=1) - jnp.sum(q, axis=1)))
+        p = _renormalise(out.p, q)
+        if self.strict:  # a step that missed its tolerance is refused: the loop stops there
+            p = jnp.where(out.converged, p, jnp.nan)
+        diag = {
+            "kkt": out.kkt,
+            "gap": out.gap,
+            "mass_error": mass_err,
+            "iterations": out.iterations,
+            "inner_iterations": out.inner_iterations,
+            "kernel_applications": out.kernel_applications,
+            "converged": out.converged.astype(q.dtype),
+        }
+        return JKOState(p, out.u), problem.value(q), diag
+
+
+def _value(args: JKOArgs, state: JKOState):
+    return args.problem.value(state.masses)
+
+
+def _validated_problem(objective: Objective, grid: Grid, solver: Solver, memory_limit: float | None = None, snapshots: int = 2) -> JKOProblem:
+    if not isinstance(objective, Objective):
+        raise InputError("objective", "must be an Objective", "build it with wgflow.make_objective(...)")
+    require(isinstance(solver, SOLVERS), "solver", f"unknown solver {solver!r}", "use SemiDualNewton(), Linearised() or Dykstra()")
+    if not isinstance(solver, Linearised):
+        require(
+            objective.loss.name == "square",
+            "solver",
+            f"{type(solver).__name__} needs the conjugate of the loss; only the square loss has one here (got {objective.loss.name!r})",
+            "use solver=Linearised(), or the square loss",
+        )
+    check_grid(objective, grid)
+    check_memory(
+        grid, objective.n, len(component_signs(objective)), objective.X.dtype,
+        limit=memory_limit, hessian=isinstance(solver, Dykstra), snapshots=snapshots,
+    )
+    return make_problem(objective, grid)
+
+
+def _initial_masses(problem: JKOProblem, p0, field: str = "p0") -> np.ndarray:
+    grid, signs = problem.grid, problem.signs
+    C, N = len(signs), grid.size
+    if isinstance(p0, Measure):
+        return bin_measure(grid, p0, signs, field=field)
+    try:
+        p = np.asarray(p0, np.float64)
+    except (TypeError, ValueError):
+        raise InputError(field, "must be grid masses (C, N) or a Measure") from None
+    if p.shape == (N,) and C == 2:  # a signed density: its positive and negative parts
+        p = np.stack([np.maximum(p, 0), np.maximum(-p, 0)])
+    elif p.shape == (N,) or (C == 1 and p.shape == grid.shapes[0] and len(grid.blocks) == 1):
+        p = p.reshape(1, N)
+    elif len(grid.blocks) == 1 and p.shape == (C,) + grid.shapes[0]:
+        p = p.reshape(C, N)
+    require(
+        p.shape == (C, N),
+        field,
+        f"must have shape ({C}, {N}) for this grid and parameterisation ({C} component(s)), got {np.shape(p0)}",
+        "use initial_grid_density(grid, ..., components=%d)" % C,
+    )
+    require(bool(np.all(np.isfinite(p))), field, "contains NaN/inf")
+    require(bool(np.all(p >= 0)), field, "grid masses must be >= 0 (signs are carried by the components)")
+    require(float(p.sum()) > 0, field, "has zero total mass")
+    return p
+
+
+def _initial_dual(problem: JKOProblem, q: Array) -> Array:
+    return jax.grad(problem.objective.risk)(problem.outputs(q))
+
+
+def jko(
+    objective: Objective,
+    grid: Grid,
+    p0,
+    tau: Schedule,
+    num_steps: int,
+    blur: float,
+    *,
+    solver: Solver = SemiDualNewton(),
+    save: SaveAt | None = None,
+    strict: bool = True,
+    max_growth: float = 1e6,
+    block_size: int = 16,
+    callback: Callable[[int, float, float], None] | None = None,
+    memory_limit: float | None = None,
+) -> Trajectory:
+    """The entropic JKO flow (1) of ``objective`` on ``grid`` from ``p0``, ``num_steps`` steps of size ``tau``.
+
+    ``p0``: grid masses (C, N) (C = 2 for signed parameterisations: positive and negative
+    grids; a signed (N,) array is split), or a :class:`Measure` binned on the grid (error
+    if some mass lies outside the box). ``tau``: a step or a schedule (mean-field time).
+    ``blur``: ε, the entropic weight in units of squared distance (the scheme adds the
+    diffusion ε/(4τ) Δ). ``solver``: :class:`SemiDualNewton` (default), :class:`Linearised`,
+    :class:`Dykstra`.
+
+    Returns a :class:`Trajectory` whose ``snapshots`` and ``final`` are grid masses
+    ``(…, C, N)``; turn one into a Measure with ``to_measure(grid, masses, component_signs(objective))``
+    (:func:`snapshot_measure`). Per-step diagnostics: ``kkt``, ``gap``, ``mass_error``, ``iterations``,
+    ``inner_iterations``, ``kernel_applications``, ``converged``. With ``strict`` a step that
+    misses its tolerance stops the run (status ``"not_converged"``, the states before kept);
+    otherwise the run goes on and reports ``"not_converged"`` at the end.
+    """
+    etas = step_sizes(tau, num_steps, "tau")
+    require_positive(blur, "blur")
+    n_saves = len((save or SaveAt()).steps(np.concatenate([[0.0], np.cumsum(etas)])))
+    problem = _validated_problem(objective, grid, solver, memory_limit, n_saves)
+    dtype = objective.X.dtype
+    q0 = jnp.asarray(_initial_masses(problem, p0), dtype)
+    state = JKOState(q0, _initial_dual(problem, q0))
+    args = JKOArgs(problem, jnp.asarray(blur, dtype))
+    traj = integrate(
+        _JKOStep(solver, strict), _value, args, state, etas, save=save, max_growth=max_growth,
+        block_size=block_size, callback=callback, name=f"JKO ({type(solver).__name__})",
+    )
+    tol = None if isinstance(solver, Linearised) else _default_tol(solver.tol, dtype)
+    last = traj.final
+    traj = dataclasses.replace(traj, snapshots=traj.snapshots.masses, final=last.masses)
+    if traj.status == "diverged" and strict and tol is not None:
+        # was it a refused (non-converged) step? Recompute that step, from the same warm start.
+        k = traj.num_steps
+        out = eqx.filter_jit(solve_step)(problem, jnp.asarray(last.masses), jnp.asarray(last.dual), jnp.asarray(etas[k], dtype), args.eps, solver)
+        if np.isfinite(float(out.kkt)) and not bool(out.converged):
+            traj = dataclasses.replace(traj, status="not_converged", message=_not_converged_message(solver, k, float(out.kkt), int(out.iterations), tol))
+    elif traj.status == "completed" and "converged" in traj.diagnostics:
+        bad = traj.diagnostics["converged"] < 0.5
+        if bad.any():
+            k = int(np.argmax(bad))
+            d = traj.diagnostics
+            traj = dataclasses.replace(traj, status="not_converged", message=_not_converged_message(solver, k, float(d["kkt"][k]), int(d["iterations"][k]), tol))
+    return traj
+
+
+def _not_converged_message(solver, k, kkt, its, tol) -> str:
+    return (
+        f"JKO ({type(solver).__name__}): step {k} did not converge: KKT residual {kkt:.3g} > tol = {tol:g} after {its} iterations. "
+        "Raise solver.max_iter, loosen solver.tol, or take a smaller tau / larger blur; the trajectory up to that step is kept."
+    )
+
+
+def snapshot_measure(objective: Objective, grid: Grid, masses) -> Measure:
+    """The :class:`Measure` of grid masses (a snapshot of :func:`jko`): F, outputs and distances
+    are then computed by the same code as for particles."""
+    return to_measure(grid, masses, component_signs(objective))
