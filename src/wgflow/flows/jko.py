@@ -51,7 +51,7 @@ import numpy as np
 from jax import Array
 
 from wgflow.errors import InputError, require, require_positive
-from wgflow.flows.schedules import Schedule, step_sizes
+from wgflow.flows.schedules import Schedule, step_sizes, times as schedule_times
 from wgflow.flows.trajectory import SaveAt, Trajectory, integrate
 from wgflow.grid import Grid, bin_measure, check_memory, log_kernel, to_measure
 from wgflow.measure import Measure
@@ -703,7 +703,7 @@ def jko(
     """
     etas = step_sizes(tau, num_steps, "tau")
     require_positive(blur, "blur")
-    n_saves = len((save or SaveAt()).steps(np.concatenate([[0.0], np.cumsum(etas)])))
+    n_saves = len((save or SaveAt()).resolve(schedule_times(etas)))
     problem = _validated_problem(objective, grid, solver, memory_limit, n_saves)
     dtype = objective.X.dtype
     q0 = jnp.asarray(_initial_masses(problem, p0), dtype)
