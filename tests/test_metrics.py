@@ -118,6 +118,18 @@ def test_grid_self_term_equals_dense():
     assert set(a.parts) == {"+", "-"}
 
 
+def test_two_measures_on_one_grid_use_the_separable_cross_term():
+    grid = box_grid(-2.0, 2.0, (20, 18))
+    p = initial_grid_density(grid, "gaussian", std=0.4, components=2, positive_fraction=0.7)
+    q = initial_grid_density(grid, "gaussian", mean=[0.2, -0.1], std=0.35, components=2, positive_fraction=0.7)
+    a, b = GridMeasure(grid, p, (1.0, -1.0)), GridMeasure(grid, q, (1.0, -1.0))
+    separable = sinkhorn_divergence(a, b, 0.05, tol=1e-10)
+    dense = sinkhorn_divergence(a.to_measure(), b.to_measure(), 0.05, tol=1e-10)  # plain atoms: every term dense
+    assert separable.converged and dense.converged
+    assert np.isclose(separable.value, dense.value, rtol=1e-8, atol=1e-12)
+    assert separable.value > 0.05 * 0.3**2
+
+
 def test_sample_from_grid():
     grid = box_grid(-3.0, 3.0, (30, 20))
     p = initial_grid_density(grid, "gaussian", mean=[0.3, -0.2], std=[0.5, 0.4], mass=2.0, components=2, positive_fraction=0.25)

@@ -233,7 +233,7 @@ def _ot_eps(xa, xb, la, lb, sched, tol, *, grid, periods, max_iter):
     ``sched``: the ε's of the annealing, ending with the target ε (one update each, then
     updates at the target until the a-marginal L1 error ≤ tol). Returns (value, iterations, error).
     """
-    op_ab, op_ba = _softmin(xa, xb, None, periods), _softmin(xb, xa, None, periods)
+    op_ab, op_ba = _softmin(xa, xb, grid, periods), _softmin(xb, xa, grid, periods)
     a = jnp.exp(la)
     eps = sched[-1]
 
@@ -293,7 +293,9 @@ def sinkhorn_divergence(
 
     ``tol``: L1 error of the marginals (of the normalised measures) at which each of
     the three Sinkhorn problems stops. A :class:`GridMeasure`'s self term uses its
-    grid's separable kernel; the other terms are dense, computed in chunks.
+    grid's separable kernel; so does the cross term when both are on the same ``Grid``
+    object (e.g. a particle measure binned with :func:`wgflow.grid.bin_measure`); other
+    cross terms are dense, computed in chunks.
     """
     require_positive(blur, "blur")
     grid, periods = _frame(mu, nu)
@@ -314,7 +316,11 @@ def sinkhorn_divergence(
             span = np.array([min(s, p / 2) if p else s for s, p in zip(span, periods)])
         sched = jnp.asarray(_eps_schedule(float(np.sum(span**2)), blur), dtype)
         kw = dict(periods=periods, max_iter=int(max_iter))
-        v_ab, i1, e1 = _ot_eps(xa, xb, la, lb, sched, tol, grid=None, **kw)
+        if A.grid is not None and A.grid is B.grid:  # both on one grid: the cross term is separable too
+            (ga, gla), (_, glb) = _self_args(A, xa, la, ma, dtype), _self_args(B, xb, lb, mb, dtype)
+            v_ab, i1, e1 = _ot_eps(ga, ga, gla, glb, sched, tol, grid=A.grid, **kw)
+        else:
+            v_ab, i1, e1 = _ot_eps(xa, xb, la, lb, sched, tol, grid=None, **kw)
         v_aa, i2, e2 = _ot_self(*_self_args(A, xa, la, ma, dtype), sched, tol, grid=A.grid, **kw)
         v_bb, i3, e3 = _ot_self(*_self_args(B, xb, lb, mb, dtype), sched, tol, grid=B.grid, **kw)
         v_ab, v_aa, v_bb = float(v_ab), float(v_aa), float(v_bb)
