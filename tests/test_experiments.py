@@ -55,7 +55,7 @@ def _check_figures(path: Path, stems, labels):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations", "resnet-pl", "resnet-digits"])
+@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations", "jko-vs-gd", "resnet-pl", "resnet-digits"])
 def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels):
     out = tmp_path / name
     result = runner.invoke(app, ["run", name, "--quick", "--out", str(out)])
@@ -73,6 +73,19 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels)
         _check_figures(out, ["objective", "output_distance"], figure_labels)
         rows = {r["parameterisation"]: r for r in summary["table"]}
         assert rows["lifted"]["same_flow_as_plain_gd"] and not rows["sphere"]["same_flow_as_plain_gd"]
+    elif name == "jko-vs-gd":
+        assert "jko_vs_gd.gif" in files
+        _check_figures(out, ["objective", "distance", "ladder", "densities"], figure_labels)
+        rows = summary["table"]
+        assert all({"tau", "blur", "grid", "solver", "distance_to_gd", "objective_gap", "seconds"} <= set(r) for r in rows)
+        assert all(r["status"] == "completed" and r["max_mass_error"] < 1e-10 for r in rows)
+        by = {(r["grid"], r["solver"]): r for r in rows}
+        # Newton and Dykstra solve the same steps; the finer rung is closer to GD
+        assert abs(by[20, "newton"]["final_objective"] - by[20, "dykstra"]["final_objective"]) < 1e-8
+        assert by[40, "newton"]["distance_to_gd"] < by[20, "newton"]["distance_to_gd"]
+        assert summary["orders"]["newton"]["distance_to_gd"] > 0
+        # F ≥ F*: the certified optimum is a lower bound for every measure, grid or particles
+        assert all(r["excess"] > -1e-9 for r in rows) and summary["gd"]["excess"] > -1e-9
     elif name == "resnet-pl":
         _check_figures(out, ["loss", "pl_ratio", "lambda0_vs_N"], figure_labels)
         for row in summary["table"]:
@@ -120,6 +133,22 @@ def test_config_errors_name_the_field_before_compute(override, field, tmp_path):
     result = runner.invoke(app, ["run", "chizat-bach-relu", "--set", override, "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and field in result.output
     assert not (tmp_path / "x").exists()  # nothing computed or written
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("compare.final_time=0.95", ["ladder[0].tau", "does not divide"]),  # the flows would not meet at the same times
+        ("data.d=3", ["data", "d = 2"]),
+        ("ladder=[]", ["ladder", "at least one rung"]),
+        ("ladder=[{cells = 40, tau = 0.1, blur_over_tau = -1}]", ["blur_over_tau"]),
+        ("ladder=[{cells = 40, tau = 0.1, solvers = ['sinkhorn']}]", ["solvers"]),
+    ],
+)
+def test_jko_vs_gd_config_errors(override, words):
+    with pytest.raises(ConfigError) as exc:
+        experiments.load("jko-vs-gd", [override])
+    assert all(w in str(exc.value) for w in words), str(exc.value)
 
 
 def test_unknown_key_error_lists_allowed_keys():

@@ -240,6 +240,116 @@ def particles_gif(
     return buf.getvalue()
 
 
+def panels(
+    panel_curves: Sequence[dict],
+    xlabel: str = TIME_LABEL,
+    logy: bool = True,
+    logx: bool = False,
+    title: str | None = None,
+    styles: dict[str, dict] | None = None,
+):
+    """Side-by-side line plots sharing an x quantity: each panel is ``{"ylabel", "curves": {label: (x, y)}, "title"?}``."""
+    fig, axes = _grid(len(panel_curves), ncols=len(panel_curves), size=4.2)
+    for ax, panel in zip(axes, panel_curves):
+        for label, (x, y) in panel["curves"].items():
+            x, y = np.asarray(x, float), np.asarray(y, float)
+            keep = np.isfinite(y) & ((x > 0) if logx else True) & ((y > 0) if logy else True)
+            ax.plot(x[keep], y[keep], **{"label": label, **(styles or {}).get(label, {})})
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel["ylabel"])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        if panel.get("title"):
+            ax.set_title(panel["title"], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _density_row(axes, row: dict, extent, lim, teacher_directions, teacher_signs, xlabel, ylabel):
+    """The positive and the negative part of a grid measure (mass per unit area), then the particles."""
+    ax_pos, ax_neg, ax_p = axes
+    images = []
+    for ax, key, cmap in ((ax_pos, "positive", "Reds"), (ax_neg, "negative", "Blues")):
+        dens = np.asarray(row[key])
+        images.append(ax.imshow(dens.T, origin="lower", extent=extent, cmap=cmap, vmin=0.0, vmax=max(float(dens.max()), 1e-300), interpolation="nearest"))
+    pts, signs = np.asarray(row["particles"]), np.asarray(row["signs"])
+    ax_p.scatter(pts[:, 0], pts[:, 1], c=np.where(signs > 0, POS, NEG), s=1.0, alpha=0.35, linewidths=0)
+    grid_label = row.get("grid_label", "grid")
+    labels = (f"{grid_label}: $\\mu^+$", f"{grid_label}: $\\mu^-$", row.get("particle_label", "particles"))
+    for ax, label in zip(axes, labels):
+        if teacher_directions is not None:
+            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{label}, t = {row['time']:.3g}", fontsize=8)
+    return images
+
+
+def density_vs_particles(
+    rows: Sequence[dict],
+    extent: tuple[float, float, float, float],
+    teacher_directions: np.ndarray | None = None,
+    teacher_signs: np.ndarray | None = None,
+    xlabel: str = r"$u_1$",
+    ylabel: str = r"$u_2$",
+    title: str | None = None,
+):
+    """One row per time: the grid measure's positive and negative densities beside the particles
+    (red: positive output weight, blue: negative; dashed rays: the teacher's neurons).
+
+    Each row: ``positive``, ``negative`` (n1, n2) masses per unit area, ``particles`` (m, 2),
+    ``signs`` (m,), ``time``; optional ``grid_label``, ``particle_label``.
+    """
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11.0, 3.4 * len(rows)), squeeze=False)
+    lim = max(abs(v) for v in extent)
+    for row_axes, row in zip(axes, rows):
+        for ax, image in zip(row_axes, _density_row(row_axes, row, extent, lim, teacher_directions, teacher_signs, xlabel, ylabel)):
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="mass / area")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def density_vs_particles_gif(
+    rows: Sequence[dict],
+    extent: tuple[float, float, float, float],
+    teacher_directions: np.ndarray | None = None,
+    teacher_signs: np.ndarray | None = None,
+    xlabel: str = r"$u_1$",
+    ylabel: str = r"$u_2$",
+    fps: int = 4,
+    dpi: int = 72,
+) -> bytes:
+    """An animated GIF (bytes), one frame per row of :func:`density_vs_particles`."""
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.4))
+    lim = max(abs(v) for v in extent)
+    images = []
+    for row in rows:
+        for ax in axes:
+            ax.clear()
+        _density_row(axes, row, extent, lim, teacher_directions, teacher_signs, xlabel, ylabel)
+        fig.set_dpi(dpi)
+        fig.tight_layout()
+        fig.canvas.draw()
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
+    plt.close(fig)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
 def close(fig) -> None:
     plt.close(fig)
 

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "sharded": "wgflow.benchmarks.sharded",
     "optimum": "wgflow.benchmarks.optimum",
     "resnet": "wgflow.benchmarks.resnet",
+    "jko": "wgflow.benchmarks.jko",
 }
 
 

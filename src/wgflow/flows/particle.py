@@ -259,8 +259,12 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
     G = _prox_objective(objective, mu, eta)
     tol = solver.resolved_tol(mu.positions.dtype)
     opt = optax.lbfgs(memory_size=solver.memory_size)
+    # L-BFGS runs in z_k = √|p_k| θ_k, where the mass-weighted (mean-field) metric is Euclidean:
+    # in θ the Hessian of G scales with |p_k|, and masses spread over many decades (a quadrature
+    # of a density) would leave L-BFGS with that condition number. ∇_z G / √|p_k| is the
+    # residual in velocity units. Zero-mass atoms have ∇G = 0 and stay put.
     weights = jnp.abs(mu.masses)
-    inv_w = jnp.where(weights > 0, 1.0 / jnp.where(weights > 0, weights, 1.0), 0.0)[:, None]
+    scale = jnp.where(weights > 0, jnp.sqrt(weights), 1.0)[:, None]
     kinked = unit.activation.kink_jump is not None
 
     def project(psi, kink_x, kink_mask, origin_mask):
@@ -271,24 +275,25 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
         return jnp.where(origin_mask[:, None], zero, psi)
 
     def lbfgs(pos, active, budget):
-        Gp = lambda psi: G(project(psi, *active))  # noqa: E731
-        value_and_grad = optax.value_and_grad_from_state(Gp)
+        Gz = lambda z: G(project(z / scale, *active))  # noqa: E731
+        value_and_grad = optax.value_and_grad_from_state(Gz)
 
         def cond(c):
             it, _, _, res = c
             return (it < budget) & (res > tol)
 
         def body(c):
-            it, psi, state, _ = c
-            value, grad = value_and_grad(psi, state=state)
-            updates, state = opt.update(grad, state, psi, value=value, grad=grad, value_fn=Gp)
-            psi = optax.apply_updates(psi, updates)
-            res = jnp.max(jnp.linalg.norm(optax.tree_utils.tree_get(state, "grad") * inv_w, axis=-1))
-            return it + 1, psi, state, res
+            it, z, state, _ = c
+            value, grad = value_and_grad(z, state=state)
+            updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=Gz)
+            z = optax.apply_updates(z, updates)
+            res = jnp.max(jnp.linalg.norm(optax.tree_utils.tree_get(state, "grad") / scale, axis=-1))
+            return it + 1, z, state, res
 
-        g0 = jax.grad(Gp)(pos)
-        it, psi, _, _ = jax.lax.while_loop(cond, body, (jnp.array(0), pos, opt.init(pos), jnp.max(jnp.linalg.norm(g0 * inv_w, axis=-1))))
-        return project(psi, *active), it
+        z0 = pos * scale
+        g0 = jax.grad(Gz)(z0)
+        it, z, _, _ = jax.lax.while_loop(cond, body, (jnp.array(0), z0, opt.init(z0), jnp.max(jnp.linalg.norm(g0 / scale, axis=-1))))
+        return project(z / scale, *active), it
 
     def examine(pos):
         """Residual, the next active set, and the position with released origin neurons kicked out."""
