@@ -30,6 +30,7 @@ from wgflow.grid import (
     Grid,
     GridMeasure,
     bin_measure,
+    mass_outside,
     box_grid,
     dense_log_kernel,
     initial_grid_density,
@@ -370,6 +371,15 @@ def test_bin_measure_keeps_mass_and_mean():
         sel = mass * s > 0
         assert np.isclose(p[c].sum(), np.abs(mass[sel]).sum(), rtol=1e-13)
         np.testing.assert_allclose(p[c] @ grid.coords(), np.abs(mass[sel]) @ pos[sel], rtol=1e-12)
+    # an atom outside the box: an error naming the field, or (clip) its mass on the nearest boundary points
+    far = Measure(jnp.asarray(np.vstack([pos, [[2.5, 0.05]]])), jnp.asarray(np.append(mass, 0.25)))
+    with pytest.raises(InputError, match="gd: 1 atoms carrying 0.25"):
+        bin_measure(grid, far, (1.0, -1.0), field="gd")
+    clipped = bin_measure(grid, far, (1.0, -1.0), outside="clip")
+    np.testing.assert_allclose(clipped - p, 0.0, atol=0.25 + 1e-15)
+    edge = (clipped - p)[0].reshape(20, 24)
+    assert np.isclose(edge.sum(), 0.25) and np.isclose(edge[-1].sum(), 0.25)  # all on the last column of u₁
+    assert np.isclose(mass_outside(grid, far), 0.25 / np.abs(far.masses).sum())
 
 
 # --------------------------------------------------------------------------- JKO → GD

@@ -671,13 +671,18 @@ def to_measure(grid: Grid, masses, signs: Sequence[float] = (1.0,)) -> Measure:
     return Measure(jnp.tile(pts, (C, 1)), (s[:, None] * masses).reshape(-1))
 
 
-def bin_measure(grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, field: str = "p0") -> np.ndarray:
+def bin_measure(
+    grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, field: str = "p0", outside: str = "error"
+) -> np.ndarray:
     """Masses ``(C, N)`` on a single-block ``grid`` of a particle measure ``mu`` (cloud-in-cell).
 
     Each atom's mass is shared between the 2^D nearest grid points with multilinear
     weights (which keeps the mean on a uniform grid); a negative mass goes to the
-    component of sign −1. Raises :class:`InputError` if some mass lies outside the box.
+    component of sign −1. An atom outside the box raises :class:`InputError`
+    (``outside="error"``), or goes to the nearest boundary points (``outside="clip"``;
+    :func:`mass_outside` says how much that moves).
     """
+    require(outside in ("error", "clip"), "outside", f"must be 'error' or 'clip', got {outside!r}")
     require(isinstance(mu, Measure), field, "must be a Measure or grid masses")
     require(len(grid.blocks) == 1, "grid", "binning a particle measure needs a single-block grid")
     pos = np.asarray(mu.positions, np.float64)
@@ -685,7 +690,7 @@ def bin_measure(grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, fie
     require(pos.ndim == 2 and pos.shape[1] == grid.dim, f"{field}.positions", f"must be (m, {grid.dim}) for this grid, got {pos.shape}")
     xi = grid.to_coords(pos)
     out = ~grid.contains(xi) & (mass != 0)
-    if out.any():
+    if out.any() and outside == "error":
         b = grid.bounds()
         lo, hi = xi.min(axis=0), xi.max(axis=0)
         raise InputError(
@@ -732,6 +737,13 @@ def bin_measure(grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, fie
         flat = np.ravel_multi_index(tuple(index), shape)
         np.add.at(result, (comp, flat), weight)
     return result
+
+
+def mass_outside(grid: Grid, mu: Measure) -> float:
+    """The fraction of ``|mu|``'s mass on atoms outside ``grid``'s box."""
+    mass = np.abs(np.asarray(mu.masses, np.float64))
+    out = ~grid.contains(grid.to_coords(np.asarray(mu.positions, np.float64)))
+    return float(mass[out].sum() / max(mass.sum(), 1e-300))
 
 
 def initial_grid_density(
