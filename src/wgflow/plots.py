@@ -225,13 +225,18 @@ def particles_gif(
         label.set_text(f"t = {times[i]:.4g}")
         return [a for a, _ in artists] + [label]
 
-    from PIL import Image
-
     fig.set_dpi(dpi)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _gif(fig, update, frames, fps)
+
+
+def _gif(fig, draw_frame, frames, fps: int) -> bytes:
+    """Render ``draw_frame(i)`` for each i of ``frames`` on ``fig`` into an animated GIF (bytes); closes ``fig``."""
+    from PIL import Image
+
     images = []
     for i in frames:
-        update(i)
+        draw_frame(i)
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
     plt.close(fig)
@@ -331,23 +336,17 @@ def density_vs_particles_gif(
     dpi: int = 72,
 ) -> bytes:
     """An animated GIF (bytes), one frame per row of :func:`density_vs_particles`."""
-    from PIL import Image
-
     fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.4))
+    fig.set_dpi(dpi)
     lim = max(abs(v) for v in extent)
-    images = []
-    for row in rows:
+
+    def draw(i):
         for ax in axes:
             ax.clear()
-        _density_row(axes, row, extent, lim, teacher_directions, teacher_signs, xlabel, ylabel)
-        fig.set_dpi(dpi)
+        _density_row(axes, rows[i], extent, lim, teacher_directions, teacher_signs, xlabel, ylabel)
         fig.tight_layout()
-        fig.canvas.draw()
-        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
-    plt.close(fig)
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
+
+    return _gif(fig, draw, range(len(rows)), fps)
 
 
 def close(fig) -> None:
