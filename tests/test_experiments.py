@@ -140,6 +140,7 @@ def test_config_errors_name_the_field_before_compute(override, field, tmp_path):
     [
         ("compare.final_time=0.95", ["ladder[0].tau", "does not divide"]),  # the flows would not meet at the same times
         ("data.d=3", ["data", "d = 2"]),
+        ("grid.init_std=0.6", ["grid.init_std", "larger half_width"]),
         ("ladder=[]", ["ladder", "at least one rung"]),
         ("ladder=[{cells = 40, tau = 0.1, blur_over_tau = -1}]", ["blur_over_tau"]),
         ("ladder=[{cells = 40, tau = 0.1, solvers = ['sinkhorn']}]", ["solvers"]),

@@ -77,6 +77,14 @@ class GridSection(Section):
     init_std: float = Field(0.4, gt=0, description="standard deviation s of the initial density N(0, s² I) of each sign")
     positive_fraction: float = Field(0.5, gt=0, lt=1, description="share of the initial mass on the positive grid")
 
+    @field_validator("init_std")
+    @classmethod
+    def _inside_the_box(cls, v, info: ValidationInfo):
+        L = info.data.get("half_width")
+        if L is not None and L / v < 4.5:  # beyond ~1e-5 of the mass outside [−L, L]²
+            raise ValueError(f"init_std = {v:g} is too wide for the box [−{L:g}, {L:g}]²: use init_std ≤ {L / 4.5:.3g} or a larger half_width")
+        return v
+
 
 class GDSection(Section):
     step_size: float = Field(1e-3, gt=0, description="explicit GD step η (≪ every τ: the continuous-time reference)")
