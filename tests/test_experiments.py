@@ -33,7 +33,12 @@ def figure_labels(monkeypatch):
     original = RunDir.savefig
 
     def savefig(self, fig, stem):
-        seen[stem] = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible()]
+        # colour bars carry one label (their quantity and unit), plot axes two
+        seen[stem] = [
+            (ax.get_xlabel() or ax.get_ylabel(), ax.get_ylabel() or ax.get_xlabel()) if getattr(ax, "_colorbar", None) is not None
+            else (ax.get_xlabel(), ax.get_ylabel())
+            for ax in fig.axes if ax.get_visible()
+        ]
         return original(self, fig, stem)
 
     monkeypatch.setattr(RunDir, "savefig", savefig)
