@@ -206,12 +206,16 @@ def test_vectorised_sweep_equals_separate_runs():
 def test_cli_list_and_config():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
-    for name in ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations"]:
+    for name in ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations", "jko-vs-gd", "jko-vs-gd-long", "resnet-pl"]:
         assert name in result.output
     result = runner.invoke(app, ["config", "chizat-bach-relu", "--set", "sweep.seeds=3"])
     assert result.exit_code == 0 and "seeds = [\n    0,\n    1,\n    2,\n]" in result.output
     result = runner.invoke(app, ["config", "chizat-bach-relu", "--describe"])
     assert result.exit_code == 0 and "train.step_size" in result.output and "step size" in result.output
+    # the values shown are this experiment's (its TOML and --set), not the schema's defaults
+    result = runner.invoke(app, ["config", "jko-vs-gd", "--describe", "--set", "gd.particles=123"])
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if line.strip()}
+    assert rows["data.n"] == "30" and rows["gd.particles"] == "123"
     result = runner.invoke(app, ["config", "no-such-experiment"])
     assert result.exit_code == 2 and "no named experiment" in result.output
 

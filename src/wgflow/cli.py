@@ -42,7 +42,7 @@ def show_config(
     name: str = typer.Argument(..., help="a named experiment or a TOML file"),
     quick: bool = typer.Option(False, "--quick", help="the --quick version"),
     set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
-    describe: bool = typer.Option(False, "--describe", help="list every field with its default and description"),
+    describe: bool = typer.Option(False, "--describe", help="list every field with its value in this experiment and its description"),
 ) -> None:
     """Print a named experiment's full resolved config (TOML)."""
     from wgflow import experiments
@@ -54,8 +54,8 @@ def show_config(
     except InputError as exc:
         _fail(exc)
     if describe:
-        for key, default, desc in describe_fields(module.Config):
-            typer.echo(f"{key:32s} {default:24s} {desc}")
+        for key, value, desc in describe_fields(module.Config, values=cfg):
+            typer.echo(f"{key:32s} {value:24s} {desc}")
     else:
         typer.echo(dump_toml(cfg), nl=False)
 

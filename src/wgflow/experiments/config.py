@@ -107,15 +107,17 @@ def dump_toml(config: pydantic.BaseModel) -> str:
     return tomli_w.dumps(data)
 
 
-def describe(model: type[pydantic.BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every field, for ``wgflow config``."""
+def describe(model: type[pydantic.BaseModel], prefix: str = "", values: pydantic.BaseModel | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, value, description) for every field, for ``wgflow config --describe``:
+    the value in ``values`` (a resolved config) when given, else the field's default."""
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         ann = field.annotation
+        sub = getattr(values, name) if values is not None else None
         if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel):
-            rows.extend(describe(ann, key + "."))
+            rows.extend(describe(ann, key + ".", sub))
         else:
-            default = field.get_default(call_default_factory=True)
-            rows.append((key, repr(default), field.description or ""))
+            value = sub if values is not None else field.get_default(call_default_factory=True)
+            rows.append((key, repr(value), field.description or ""))
     return rows
