@@ -203,6 +203,13 @@ def test_vectorised_sweep_equals_separate_runs():
         np.testing.assert_allclose(bt.final.positions[s], single.final.positions, atol=1e-13)
 
 
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_named_config_validates(quick):
+    for name in experiments.named():
+        module, cfg = experiments.load(name, quick=quick)
+        assert cfg.kind == module.KIND and cfg.description, name
+
+
 def test_cli_list_and_config():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
