@@ -28,6 +28,11 @@ def _grid(n_panels: int, ncols: int | None = None, size: float = 3.4):
     return fig, axes.flat
 
 
+def ordered_colors(n: int, top: float = 1.0) -> list:
+    """``n`` colours along viridis from 0 to ``top``: for curves ordered by a parameter."""
+    return [plt.cm.viridis(top * i / max(n - 1, 1)) for i in range(n)]
+
+
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None, logy: bool, logx: bool = False, legend_size: int = 8):
     """Scales, labels, grid, legend and title of a one-axis figure."""
     if logy:
@@ -112,9 +117,9 @@ def objective_bands(
     """
     fig, axes = _grid(len(panels), ncols=min(len(panels), 2), size=4.6)
     for ax, panel in zip(axes, panels):
-        for i, (label, (t, values)) in enumerate(panel["curves"].items()):
+        colors = ordered_colors(len(panel["curves"]))
+        for (label, (t, values)), color in zip(panel["curves"].items(), colors):
             values = np.asarray(values, dtype=float)
-            color = plt.cm.viridis(i / max(len(panel["curves"]) - 1, 1))
             with np.errstate(all="ignore"):
                 med = np.nanmedian(values, axis=0)
                 lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
