@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -37,3 +40,19 @@ def row(name: str, seconds: float, baseline_seconds: float | None, **extra) -> d
     out.setdefault("fraction_of_peak", None)
     out.update(extra)
     return out
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's, inherited at fork)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
+
+
+def run_fresh(script: str, *, env: dict | None = None, timeout: float = 3600) -> dict:
+    """Run ``script`` in a fresh Python process that imports this wgflow, and return the JSON its
+    last line of output prints. Raises RuntimeError with the end of its stderr if it fails."""
+    header = f"import sys\nsys.path[:0] = {sys.path!r}\n"
+    proc = subprocess.run([sys.executable, "-c", header + script], env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import textwrap
 import time
@@ -38,19 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from wgflow import make_objective
+from wgflow.benchmarks.common import best_time, run_fresh
 from wgflow.data import teacher_student
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, make_problem, solve_step
 from wgflow.grid import box_grid, initial_grid_density, kernel, log_kernel
 
 
-def _best(fn, *args, repeat=3) -> float:
-    jax.block_until_ready(fn(*args))
-    best = np.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
+def _best(fn, x, repeat: int = 3) -> float:
+    """Best wall time of ``fn(x)`` (compiled by a first call), via :func:`common.best_time`."""
+    return best_time(lambda: jax.block_until_ready(fn(x)), repeat)
 
 
 def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
@@ -124,29 +119,23 @@ def step_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -
 
 BIG_STEP = textwrap.dedent(
     """
-    import json, sys
-    sys.path[:0] = {path!r}
+    import json
     import jax
     jax.config.update("jax_enable_x64", True)
+    from wgflow.benchmarks.common import peak_rss_bytes
     from wgflow.benchmarks.jko import _problem, _timed_step
     from wgflow.flows.jko import SemiDualNewton
     prob, p0, u0 = _problem({n})
     t, out = _timed_step(prob, p0, u0, {tau}, {eps}, SemiDualNewton(tol=1e-7))
-    # VmHWM: this process's peak resident memory (ru_maxrss would include the parent's, inherited at fork)
-    rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
     print(json.dumps(dict(seconds=t, kkt=float(out.kkt), converged=bool(out.converged), iterations=int(out.iterations),
-                          kernel_applications=int(out.kernel_applications), peak_rss_bytes=rss)))
+                          kernel_applications=int(out.kernel_applications), peak_rss_bytes=peak_rss_bytes())))
     """
 )
 
 
 def big_step_row(n: int = 512, tau: float = 1e-2, eps: float = 1e-2) -> dict:
     """One Newton step at n² in a fresh process: it completes, and how much memory it took."""
-    script = BIG_STEP.format(path=sys.path, n=n, tau=tau, eps=eps)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the {n}² step failed: {proc.stderr[-800:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_fresh(BIG_STEP.format(n=n, tau=tau, eps=eps))
     return dict(name=f"step_newton_{n}", baseline_seconds=None, ratio=None, grid=f"{n}x{n}", N=n * n, components=2,
                 n_data=100, tau=tau, eps=eps, peak_rss_gib=out.pop("peak_rss_bytes") / 2**30, **out)
 

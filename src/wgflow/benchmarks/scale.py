@@ -9,14 +9,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
-from wgflow.benchmarks.common import best_time, matmul_gflops, row
+from wgflow.benchmarks.common import best_time, matmul_gflops, row, run_fresh
 
 
 def _step(n, m, d, chunking):
@@ -40,16 +37,12 @@ def _step(n, m, d, chunking):
 
 MILLION = textwrap.dedent(
     """
-    import json, sys, time
-    import numpy as np
-    sys.path[:0] = {path!r}
+    import json
     from wgflow.benchmarks.scale import _step
-    from wgflow.benchmarks.common import best_time
+    from wgflow.benchmarks.common import best_time, peak_rss_bytes
     fn, temp = _step({n}, {m}, {d}, None)
     t = best_time(fn, 1, min_seconds=0.0)
-    # VmHWM: this process's peak resident memory (ru_maxrss would include the parent's, inherited at fork)
-    rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    print(json.dumps({{"seconds": t, "peak_rss_bytes": rss, "temp_bytes": temp}}))
+    print(json.dumps({{"seconds": t, "peak_rss_bytes": peak_rss_bytes(), "temp_bytes": temp}}))
     """
 )
 
@@ -72,10 +65,11 @@ def run(quick: bool = False) -> list[dict]:
         )
     ]
     M = 100_000 if quick else 1_000_000
-    script = MILLION.format(path=sys.path, n=n, m=M, d=d)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=3600)
-    if out.returncode == 0:
-        res = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        res = run_fresh(MILLION.format(n=n, m=M, d=d))
+    except RuntimeError as exc:
+        rows.append(row(f"one step, {M} neurons n={n} d={d}", float("nan"), None, error=str(exc)))
+    else:
         rows.append(
             row(
                 f"one step, {M} neurons n={n} d={d}", res["seconds"], None, n=n, m=M, d=d,
@@ -83,6 +77,4 @@ def run(quick: bool = False) -> list[dict]:
                 peak_rss_gib=res["peak_rss_bytes"] / 2**30, temp_bytes=res["temp_bytes"], target="peak memory ≤ 4 GiB",
             )
         )
-    else:
-        rows.append(row(f"one step, {M} neurons n={n} d={d}", float("nan"), None, error=out.stderr[-2000:]))
     return rows

@@ -4,18 +4,14 @@ float32. This machine has 2 cores, so 4 host "devices" share them: the target is
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
-from wgflow.benchmarks.common import row
+from wgflow.benchmarks.common import row, run_fresh
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
-    sys.path[:0] = {path!r}
+    import json
     import jax, jax.numpy as jnp, numpy as np
     from wgflow import make_objective
     from wgflow.benchmarks.common import best_time
@@ -40,11 +36,7 @@ SCRIPT = textwrap.dedent(
 
 def _time(shard: bool, devices: int, n: int, m: int, d: int) -> dict:
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT.format(path=sys.path, n=n, m=m, d=d, shard=shard)],
-                         env=env, capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh(SCRIPT.format(n=n, m=m, d=d, shard=shard), env=env, timeout=1800)
 
 
 def run(quick: bool = False) -> list[dict]:
