@@ -83,7 +83,7 @@ def test_mass_mismatch_is_an_error_unless_normalised():
 
 
 def test_grid_measure_uses_the_grid_kernel_and_the_periodic_cost():
-    from wgflow.metrics import _softmin_dense, _softmin_grid
+    from wgflow.metrics.transport import _softmin_dense, _softmin_grid
 
     grid = Grid(((Axis.periodic(24), Axis.uniform(-1.5, 1.5, 16)),), embedding="circle")
     rng = np.random.default_rng(0)

@@ -62,7 +62,7 @@ def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
         # dense baseline: log Σ_j exp(x_j − |ξ_i − ξ_j|²/ε) over all N² pairs, in row chunks with the
         # cost computed on the fly (OTT's online PointCloud mode fails on jax 0.10; an N × N matrix
         # needs 34 GB at 256²)
-        from wgflow.metrics import _softmin_dense
+        from wgflow.metrics.transport import _softmin_dense
 
         pts = jnp.asarray(grid.coords())
         dense_fn = jax.jit(lambda v: -_softmin_dense(pts, pts, v, jnp.zeros_like(v), eps, ()) / eps)
