@@ -1,0 +1,199 @@
+"""The grid's cost and its separable Gibbs kernels (DESIGN §2, "Entropic JKO on a grid").
+
+The cost between two points of a :class:`~wgflow.grid.geometry.Grid` is separable,
+
+    c(ξ, ξ') = Σ_k c_k(ξ_k, ξ'_k),   c_k(s, t) = (s − t)²  or, on a periodic axis, the wrapped (s − t)²,
+
+so the Gibbs kernel ``K̃_ij = v_i exp(−c(ξ_i, ξ_j)/ε) v_j`` (``v`` the cell volumes,
+see below) is a Kronecker product of ``D`` matrices of size ``N_k × N_k`` and is
+applied axis by axis: ``N·Σ_k N_k`` work and ``O(N)`` memory, never ``N × N``.
+:func:`log_kernel` applies it in the log domain (an exact log-sum-exp per axis,
+chunked so that its buffers stay small), :func:`kernel` in the standard domain
+(one BLAS product per axis; fast, but under/overflows for small ε). Both are also
+methods of the grid: :meth:`Grid.apply_lse_kernel <wgflow.grid.geometry.Grid.apply_lse_kernel>`
+and :meth:`Grid.apply_kernel <wgflow.grid.geometry.Grid.apply_kernel>`.
+
+Reference measure. The cell volumes ``v_i`` enter the kernel so that the discrete
+entropy ``Σ π_ij (log(π_ij / (v_i v_j)) − 1)`` is the Riemann sum of the continuous
+``∫ π (log π − 1)``: results do not depend on the grid spacing, and non-uniform
+axes (:meth:`Axis.symlog <wgflow.grid.geometry.Axis.symlog>`) carry no spurious entropic
+drift towards their fine parts. On a uniform grid ``v`` is a constant and only shifts potentials.
+
+This module needs only the grid's attributes (``blocks``, ``shapes``, ``coverage``, …),
+never the :mod:`~wgflow.grid.geometry` module at import time, so that the grid can
+carry the kernel as a method without an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from wgflow.errors import require
+
+if TYPE_CHECKING:
+    from wgflow.grid.geometry import Axis, Grid
+
+#: Elements of the (rows × N_out × N_in) buffer of one chunk of the per-axis log-sum-exp.
+LSE_CHUNK_ELEMENTS = 2**20
+
+# --------------------------------------------------------------------------- cost
+
+
+def axis_cost(a: np.ndarray | Array, b: np.ndarray | Array, period: float | None, xp=jnp):
+    """``c_k(a_i, b_j)``: squared distance, wrapped on a periodic axis; shape ``(len(a), len(b))``."""
+    d = a[:, None] - b[None, :]
+    if period is not None:
+        d = xp.remainder(d, period)
+        d = xp.minimum(d, period - d)
+    return d * d
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _axis_log_kernel(ax_out: Axis, ax_in: Axis, eps, dtype) -> Array:
+    """``log w_i − c(ξ_i, ξ'_j)/ε + log w_j`` for one axis, ``(N_out, N_in)``."""
+    a = jnp.asarray(ax_out.points, dtype)
+    b = jnp.asarray(ax_in.points, dtype)
+    c = axis_cost(a, b, ax_out.period)
+    lw_out = jnp.asarray(np.log(ax_out.widths), dtype)
+    lw_in = jnp.asarray(np.log(ax_in.widths), dtype)
+    return lw_out[:, None] - c / eps + lw_in[None, :]
+
+
+def _lse_rows(v: Array, s: Array | None, L: Array):
+    """``out[r, i] = log Σ_j s[r, j] exp(L[i, j] + v[r, j])`` for a chunk of rows; with signs if ``s``."""
+    T = v[:, None, :] + L[None, :, :]
+    m = jnp.max(T, axis=-1)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)  # a row of −inf (zero vector) gives −inf, not NaN
+    E = jnp.exp(T - m[..., None])
+    if s is None:
+        return jnp.log(jnp.sum(E, axis=-1)) + m, None
+    S = jnp.sum(E * s[:, None, :], axis=-1)
+    return jnp.log(jnp.abs(S)) + m, jnp.sign(S)
+
+
+def _lse_axis(v: Array, s: Array | None, L: Array):
+    """Per-axis log-sum-exp over the last axis of ``v`` (R, N_in) → (R, N_out), in row chunks."""
+    R, n_in = v.shape
+    n_out = L.shape[0]
+    rows = max(1, LSE_CHUNK_ELEMENTS // max(1, n_out * n_in))
+    if rows >= R:
+        return _lse_rows(v, s, L)
+    if n_out * n_in > LSE_CHUNK_ELEMENTS:  # a huge 1-D axis: also chunk the outputs
+        step = max(1, LSE_CHUNK_ELEMENTS // n_in)
+        parts = [_lse_axis(v, s, L[i : i + step]) for i in range(0, n_out, step)]
+        return jnp.concatenate([p[0] for p in parts], axis=1), (None if s is None else jnp.concatenate([p[1] for p in parts], axis=1))
+    pad = (-R) % rows
+    vp = jnp.pad(v, ((0, pad), (0, 0)), constant_values=-jnp.inf).reshape(-1, rows, n_in)
+    if s is None:
+        out = jax.lax.map(lambda x: _lse_rows(x, None, L)[0], vp)
+        return out.reshape(-1, n_out)[:R], None
+    sp = jnp.pad(s, ((0, pad), (0, 0))).reshape(-1, rows, n_in)
+    out, sg = jax.lax.map(lambda xs: _lse_rows(xs[0], xs[1], L), (vp, sp))
+    return out.reshape(-1, n_out)[:R], sg.reshape(-1, n_out)[:R]
+
+
+def _apply_block_log(x: Array, s: Array | None, axes_out, axes_in, eps, lead: int):
+    """Separable log-kernel from one block to another on ``x`` of shape (lead..., *shape_in)."""
+    for k, (ax_o, ax_i) in enumerate(zip(axes_out, axes_in)):
+        L = _axis_log_kernel(ax_o, ax_i, eps, x.dtype)
+        kk = lead + k
+        xm = jnp.moveaxis(x, kk, -1)
+        head = xm.shape[:-1]
+        sm = None if s is None else jnp.moveaxis(s, kk, -1).reshape(-1, xm.shape[-1])
+        y, sy = _lse_axis(xm.reshape(-1, xm.shape[-1]), sm, L)
+        x = jnp.moveaxis(y.reshape(head + (L.shape[0],)), -1, kk)
+        s = None if sy is None else jnp.moveaxis(sy.reshape(head + (L.shape[0],)), -1, kk)
+    return x, s
+
+
+def _signed_logaddexp(l1, s1, l2, s2):
+    m = jnp.maximum(l1, l2)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    S = s1 * jnp.exp(l1 - m) + s2 * jnp.exp(l2 - m)
+    return jnp.log(jnp.abs(S)) + m, jnp.sign(S)
+
+
+def log_kernel(grid: Grid, log_v: Array, eps, sign: Array | None = None):
+    """``log (K̃ v)`` for ``v = exp(log_v)`` (shape ``(..., N)``), ``K̃_ij = v_i e^{−c_ij/ε} v_j``.
+
+    Axis by axis, an exact log-sum-exp (no under/overflow whatever ε). With ``sign``
+    (same shape, entries in {−1, 0, 1}) the vector is ``sign · exp(log_v)`` and the
+    result is ``(log |K̃ v|, sign(K̃ v))``; without, only ``log K̃ v`` is returned.
+    The kernel is symmetric, so this is also ``K̃ᵀ``.
+    """
+    lead_shape = log_v.shape[:-1]
+    lead = len(lead_shape)
+    multi = len(grid.blocks) > 1
+    if multi:  # the per-point coverage correction of the volumes is a diagonal scaling on both sides
+        log_cover = jnp.asarray(np.log(grid.coverage), log_v.dtype)
+        log_v = log_v - log_cover
+    parts_in = _split_flat(grid, log_v)
+    signs_in = None if sign is None else _split_flat(grid, sign)
+    outs = []
+    for a, axes_out in enumerate(grid.blocks):
+        acc_l, acc_s = None, None
+        for b, axes_in in enumerate(grid.blocks):
+            l, s = _apply_block_log(parts_in[b], None if sign is None else signs_in[b], axes_out, axes_in, eps, lead)
+            if acc_l is None:
+                acc_l, acc_s = l, s
+            elif sign is None:
+                acc_l = jnp.logaddexp(acc_l, l)
+            else:
+                acc_l, acc_s = _signed_logaddexp(acc_l, acc_s, l, s)
+        outs.append((acc_l.reshape(lead_shape + (-1,)), None if acc_s is None else acc_s.reshape(lead_shape + (-1,))))
+    out_l = jnp.concatenate([o[0] for o in outs], axis=-1)
+    if multi:
+        out_l = out_l - log_cover
+    if sign is None:
+        return out_l
+    return out_l, jnp.concatenate([o[1] for o in outs], axis=-1)
+
+
+def kernel(grid: Grid, v: Array, eps) -> Array:
+    """``K̃ v`` in the standard domain: one ``N_k × N_k`` matrix product per axis (BLAS).
+
+    Fast, but ``exp(−c/ε)`` underflows when ε is small compared with the squared box
+    size, and ``v`` may overflow: use :func:`log_kernel` inside solvers.
+    """
+    lead_shape = v.shape[:-1]
+    lead = len(lead_shape)
+    cover = jnp.asarray(grid.coverage, v.dtype)
+    parts = _split_flat(grid, v / cover)
+    outs = []
+    for axes_out in grid.blocks:
+        acc = 0.0
+        for b, axes_in in enumerate(grid.blocks):
+            x = parts[b]
+            for k, (ax_o, ax_i) in enumerate(zip(axes_out, axes_in)):
+                Kk = jnp.exp(_axis_log_kernel(ax_o, ax_i, eps, x.dtype))
+                x = jnp.moveaxis(jnp.tensordot(x, Kk, axes=([lead + k], [1])), -1, lead + k)
+            acc = acc + x
+        outs.append(acc.reshape(lead_shape + (-1,)))
+    return jnp.concatenate(outs, axis=-1) / cover
+
+
+def _split_flat(grid: Grid, x: Array) -> list:
+    lead = x.shape[:-1]
+    out, start = [], 0
+    for shape, size in zip(grid.shapes, grid.block_sizes):
+        out.append(x[..., start : start + size].reshape(lead + shape))
+        start += size
+    return out
+
+
+def dense_log_kernel(grid: Grid, eps: float) -> np.ndarray:
+    """The ``N × N`` matrix ``log K̃`` built point by point (for tests and small grids only)."""
+    require(grid.size <= 20000, "grid", f"dense_log_kernel is for small grids (N = {grid.size} > 20000)")
+    xi = grid.coords()
+    C = np.zeros((grid.size, grid.size))
+    for k, period in enumerate(grid.periods):
+        C += axis_cost(xi[:, k], xi[:, k], period, xp=np)
+    lv = np.log(grid.volumes())
+    return lv[:, None] - C / eps + lv[None, :]
