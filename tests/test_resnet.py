@@ -1,5 +1,6 @@
 """Deep mean-field ResNets and their conditional flow (seed 003) against independent truths."""
 
+import itertools
 import math
 
 import jax
@@ -11,30 +12,24 @@ from scipy import optimize as sp_optimize
 from scipy import stats
 
 from wgflow import InputError
-from wgflow.flows.resnet import (
-    PL_CONSTANT,
+from wgflow.experiments.resnet_digits import train_resnet_digits
+from wgflow.experiments.resnet_pl import run_resnet_pl_case
+from wgflow.flows.conditional import conditional_flow, resnet_step
+from wgflow.flows.trajectory import SaveAt
+from wgflow.metrics.resnet import PL_CONSTANT, dcot, fitted_rate, lambda0, layer_kernels
+from wgflow.models import (
     ResNetParams,
     adjoint_gradient,
-    conditional_flow,
-    dcot,
     discretise,
-    fitted_rate,
     grad_norm_sq,
     init_resnet,
-    lambda0,
-    layer_kernels,
     make_resnet_objective,
     node_forward,
     resnet_forward,
     resnet_loss,
     resnet_states,
-    resnet_step,
-    run_resnet_pl_case,
-    train_resnet_digits,
 )
-from wgflow.flows.trajectory import SaveAt
 from wgflow.resnet_data import classify, digits, near_identity
-
 
 # One canonical size for most tests (M ≥ N so that the kernels K_s can be invertible): compiled once.
 N0, D0, S0, M0 = 8, 3, 5, 12
@@ -77,12 +72,12 @@ def test_adjoint_gradient_matches_finite_differences():
     obj, p = _problem(seed=3)
     S, M = p.depth, p.width
     g = adjoint_gradient(obj, p).gradient
-    f = lambda q: float(resnet_loss(q, obj.X, obj.Y, obj.activation))  # noqa: E731
+    f = lambda q: float(resnet_loss(q, obj.X, obj.Y, obj.activation))
     h = 1e-5
     rng = np.random.default_rng(100)
     for _ in range(3):
         V = ResNetParams(*(jnp.asarray(rng.normal(size=a.shape)) for a in (p.U, p.W, p.B)))
-        shift = lambda t: ResNetParams(p.U + t * V.U, p.W + t * V.W, p.B + t * V.B)  # noqa: E731
+        shift = lambda t, V=V: ResNetParams(p.U + t * V.U, p.W + t * V.W, p.B + t * V.B)
         fd = (f(shift(h)) - f(shift(-h))) / (2 * h)
         # dL/dε along V = Σ ∂L/∂ω · V = (1/SM) Σ ∇L[μ](s, ω) · V
         pred = float(jnp.sum(g.U * V.U) + jnp.sum(g.W * V.W) + jnp.sum(g.B * V.B)) / (S * M)
@@ -273,17 +268,17 @@ def test_heavy_tailed_init_matches_its_density():
     d, beta = D0, 1.0
     p = init_resnet(jax.random.PRNGKey(16), S0, M_WIDE, d, init="heavy_tailed", beta=beta)
     r = np.linalg.norm(np.asarray(p.W).reshape(-1, d), axis=1)
-    dens = lambda t: t ** (d - 1) * (1 + t * t) ** (-(d / 2 + beta))  # noqa: E731
+    dens = lambda t: t ** (d - 1) * (1 + t * t) ** (-(d / 2 + beta))
     Z = sp_integrate.quad(dens, 0, np.inf)[0]
     grid = np.concatenate([np.linspace(0, 5, 400), np.geomspace(5.01, 1e7, 400)])
-    cdf_grid = np.array([0.0] + [sp_integrate.quad(dens, a, b)[0] for a, b in zip(grid[:-1], grid[1:])]).cumsum() / Z
-    cdf = lambda t: np.interp(t, grid, cdf_grid, right=1.0)  # noqa: E731
+    cdf_grid = np.array([0.0] + [sp_integrate.quad(dens, a, b)[0] for a, b in itertools.pairwise(grid)]).cumsum() / Z
+    cdf = lambda t: np.interp(t, grid, cdf_grid, right=1.0)
     ks = stats.kstest(r, cdf)
     assert ks.pvalue > 1e-3, ks
     # and it can fail: the same test rejects a wrong tail index
-    dens_wrong = lambda t: t ** (d - 1) * (1 + t * t) ** (-(d / 2 + 2 * beta))  # noqa: E731
+    dens_wrong = lambda t: t ** (d - 1) * (1 + t * t) ** (-(d / 2 + 2 * beta))
     Zw = sp_integrate.quad(dens_wrong, 0, np.inf)[0]
-    cdf_w = np.array([0.0] + [sp_integrate.quad(dens_wrong, a, b)[0] for a, b in zip(grid[:-1], grid[1:])]).cumsum() / Zw
+    cdf_w = np.array([0.0] + [sp_integrate.quad(dens_wrong, a, b)[0] for a, b in itertools.pairwise(grid)]).cumsum() / Zw
     assert stats.kstest(r, lambda t: np.interp(t, grid, cdf_w, right=1.0)).pvalue < 1e-6
     assert np.all(np.asarray(p.U) == 0) and np.all((np.asarray(p.B) >= 0) & (np.asarray(p.B) <= np.pi))
 
@@ -367,7 +362,7 @@ def test_divergence_is_reported_and_keeps_the_run():
 
 def test_vectorised_float32_cos_is_accurate():
     """The float32 hot path replaces XLA's cos/sin by a vectorised kernel: check it against float64."""
-    from wgflow.flows.resnet import _cos_sin_f32, _fast_cos
+    from wgflow.models.resnet import _cos_sin_f32, _fast_cos
 
     x = np.concatenate([np.linspace(-20, 20, 200001), np.geomspace(20, 1e4, 20001), -np.geomspace(20, 1e4, 20001)]).astype(np.float32)
     c, s = (np.asarray(a, np.float64) for a in _cos_sin_f32(jnp.asarray(x)))
@@ -446,7 +441,7 @@ def test_bad_input_is_refused_before_compute():
     with pytest.raises(InputError, match="data.X"):
         make_resnet_objective(np.zeros(5), np.zeros(5))
     obj = make_resnet_objective(X, X)
-    zeros = lambda d: ResNetParams(np.zeros((3, 4, d)), np.zeros((3, 4, d)), np.zeros((3, 4)))  # noqa: E731
+    zeros = lambda d: ResNetParams(np.zeros((3, 4, d)), np.zeros((3, 4, d)), np.zeros((3, 4)))
     with pytest.raises(InputError, match="R\\^2 but the data live in R\\^3"):
         conditional_flow(obj, zeros(2), 0.1, 5)
     with pytest.raises(InputError, match="step_size"):

@@ -2,7 +2,7 @@
 
 One *flow step* is what a training step of the ResNet costs: the forward pass through S
 layers of M neurons on N inputs in R^d, the backward (adjoint) pass, and the update of every
-neuron. wgflow computes it with ``wgflow.flows.resnet.resnet_step`` (explicit adjoint, one
+neuron. wgflow computes it with ``wgflow.flows.conditional.resnet_step`` (explicit adjoint, one
 compiled XLA program); the baseline is the same network written plainly in PyTorch
 (``x = x + cos(x Wᵀ + b) U / (S M)`` per layer, ``loss.backward()``, in-place SGD with the
 learning rate η·S·M that makes it the same flow step). float32, on the CPU, both frameworks
@@ -37,8 +37,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2]  # the folder holding the wgflow package
 CONFIGS = [
-    dict(N=256, d=16, S=32, M=256),
-    dict(N=1024, d=64, S=64, M=512),
+    {"N": 256, "d": 16, "S": 32, "M": 256},
+    {"N": 1024, "d": 64, "S": 64, "M": 512},
 ]
 ETA = 0.1
 
@@ -79,7 +79,8 @@ def _jax_setup(cfg: dict):
     import jax
     import jax.numpy as jnp
 
-    from wgflow.flows.resnet import ResNetParams, make_resnet_objective, resnet_step
+    from wgflow.flows.conditional import resnet_step
+    from wgflow.models import ResNetParams, make_resnet_objective
 
     X, Y, U, W, B = _data(**cfg)
     obj = make_resnet_objective(X, Y, "cos")
@@ -93,7 +94,7 @@ def _jax_setup(cfg: dict):
     try:  # XLA's own account of the step's buffers (temporaries + outputs)
         mem = jax.jit(step).lower(obj, state["params"]).compile().memory_analysis()
         buffers_mb = (mem.temp_size_in_bytes + mem.output_size_in_bytes) / 2**20
-    except Exception:  # best-effort
+    except Exception:  # best-effort  # noqa: BLE001
         buffers_mb = float("nan")
     jstep = jax.jit(step, donate_argnums=1)
 
@@ -102,7 +103,7 @@ def _jax_setup(cfg: dict):
         jax.block_until_ready(state["params"])
         return loss
 
-    return run_step, dict(framework=f"jax {jax.__version__}", threads=os.cpu_count(), xla_buffers_mb=buffers_mb)
+    return run_step, {"framework": f"jax {jax.__version__}", "threads": os.cpu_count(), "xla_buffers_mb": buffers_mb}
 
 
 def _torch_setup(cfg: dict):
@@ -125,7 +126,7 @@ def _torch_setup(cfg: dict):
                 p.grad = None
         return loss.detach()
 
-    return run_step, dict(framework=f"torch {torch.__version__}", threads=torch.get_num_threads())
+    return run_step, {"framework": f"torch {torch.__version__}", "threads": torch.get_num_threads()}
 
 
 def _worker(which: str, cfg: dict) -> None:
@@ -160,7 +161,7 @@ def _torch_python() -> str | None:
         return sys.executable
     for cand in (os.environ.get("WGFLOW_TORCH_PYTHON"),):
         if cand and Path(cand).exists():
-            ok = subprocess.run([cand, "-c", "import torch"], capture_output=True).returncode == 0
+            ok = subprocess.run([cand, "-c", "import torch"], capture_output=True, check=False).returncode == 0
             if ok:
                 return cand
     return None
@@ -221,20 +222,20 @@ def _bench_config(cfg: dict, rounds: int, per_round: int, torch_py: str | None) 
     ok = base is not None
     import statistics
 
-    return dict(
-        seconds=min(t_ours), seconds_median=statistics.median(t_ours),
-        baseline="pytorch autograd" if ok else skipped,
-        baseline_seconds=min(t_base) if ok else None,
-        baseline_seconds_median=statistics.median(t_base) if ok else None,
-        ratio=min(t_base) / min(t_ours) if ok else None,  # > 1: wgflow is faster
-        ratio_median=statistics.median(t_base) / statistics.median(t_ours) if ok else None,
-        peak_rss_mb=m_ours["peak_rss_mb"], step_rss_mb=m_ours["step_rss_mb"], xla_buffers_mb=ours.info["xla_buffers_mb"],
-        baseline_peak_rss_mb=m_base.get("peak_rss_mb"), baseline_step_rss_mb=m_base.get("step_rss_mb"),
-        loss_rel_diff=abs(ours.info["loss0"] - base.info["loss0"]) / abs(base.info["loss0"]) if ok else None,
-        first_call_seconds=ours.info["first_call_seconds"],
-        framework=ours.info["framework"], baseline_framework=base.info["framework"] if ok else None,
-        threads=ours.info["threads"], baseline_threads=base.info["threads"] if ok else None,
-    )
+    return {
+        "seconds": min(t_ours), "seconds_median": statistics.median(t_ours),
+        "baseline": "pytorch autograd" if ok else skipped,
+        "baseline_seconds": min(t_base) if ok else None,
+        "baseline_seconds_median": statistics.median(t_base) if ok else None,
+        "ratio": min(t_base) / min(t_ours) if ok else None,  # > 1: wgflow is faster
+        "ratio_median": statistics.median(t_base) / statistics.median(t_ours) if ok else None,
+        "peak_rss_mb": m_ours["peak_rss_mb"], "step_rss_mb": m_ours["step_rss_mb"], "xla_buffers_mb": ours.info["xla_buffers_mb"],
+        "baseline_peak_rss_mb": m_base.get("peak_rss_mb"), "baseline_step_rss_mb": m_base.get("step_rss_mb"),
+        "loss_rel_diff": abs(ours.info["loss0"] - base.info["loss0"]) / abs(base.info["loss0"]) if ok else None,
+        "first_call_seconds": ours.info["first_call_seconds"],
+        "framework": ours.info["framework"], "baseline_framework": base.info["framework"] if ok else None,
+        "threads": ours.info["threads"], "baseline_threads": base.info["threads"] if ok else None,
+    }
 
 
 def run(quick: bool = False) -> list[dict]:

@@ -15,13 +15,24 @@ import time
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import Array
 from pydantic import Field
 
 from wgflow import plots
 from wgflow.experiments.config import Section
+from wgflow.experiments.resnet_pl import _save_every
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
+from wgflow.flows.conditional import conditional_flow
+from wgflow.flows.schedules import Schedule
+from wgflow.models.resnet import (
+    ResNetParams,
+    init_resnet,
+    make_resnet_objective,
+    resnet_forward,
+)
 
 KIND = "resnet_digits"
 
@@ -57,11 +68,78 @@ class Config(Section):
     train: TrainSection = Field(default_factory=TrainSection, description="the flow")
 
 
+# --------------------------------------------------------------------------- the study driver
+
+
+def train_resnet_digits(
+    key: Array,
+    d: int = 16,
+    S: int = 16,
+    M: int = 128,
+    steps: int = 2000,
+    step_size: Schedule = 1.0,
+    *,
+    n_train: int = 500,
+    n_test: int = 500,
+    projection: str = "pca",
+    input_scale: float = 1.0,
+    target_scale: float = 1.0,
+    activation: str = "cos",
+    init: str = "gaussian",
+    rho: float = 1.0,
+    beta: float = 1.0,
+    n_saves: int = 20,
+    max_growth: float = 1e6,
+    dtype=None,
+) -> dict:
+    """Train the conditional flow on scikit-learn's digits embedded in R^d (``resnet-digits`` study).
+
+    Data: :func:`wgflow.resnet_data.digits`. Returns per-step ``time``, ``loss``, ``pl_ratio``;
+    at ``n_saves`` save times ``save_times``, ``train_loss``, ``test_loss``, ``train_accuracy``,
+    ``test_accuracy`` (linear read-out :func:`wgflow.resnet_data.classify`), ``lambda0_t``;
+    scalars ``lambda0``, ``final_train_accuracy``, ``final_test_accuracy``, ``loss0``,
+    ``loss_final``, ``fitted_rate``, ``status``, ``message``, ``seconds``, ``config``.
+    ``dtype``: float32 (fast: the vectorised cos) or float64 (default with ``jax_enable_x64``).
+    """
+    from wgflow.resnet_data import classify, digits
+
+    kdata, kinit = jax.random.split(key)
+    data = digits(kdata, d, n_train=n_train, n_test=n_test, projection=projection, input_scale=input_scale, target_scale=target_scale)
+    obj = make_resnet_objective(data.X, data.Y, activation, dtype=dtype)
+    params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, dtype=obj.X.dtype)
+    run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode="none", max_growth=max_growth)
+    fwd = jax.jit(lambda p, X: resnet_forward(p, X, obj.activation))
+    tr_acc, te_acc, tr_loss, te_loss = ([] for _ in range(4))
+    for i in range(len(run.save_times)):
+        p = ResNetParams(*(jnp.asarray(a[i]) for a in (run.snapshots.U, run.snapshots.W, run.snapshots.B)))
+        out = np.asarray(fwd(p, obj.X))
+        tr_acc.append(float(np.mean(classify(out, data.targets) == data.labels)))
+        tr_loss.append(0.5 * float(np.mean(np.sum((out - data.Y) ** 2, axis=1))))
+        if data.X_test is not None and len(data.X_test):
+            out_t = np.asarray(fwd(p, jnp.asarray(data.X_test, obj.X.dtype)))
+            te_acc.append(float(np.mean(classify(out_t, data.targets) == data.labels_test)))
+            te_loss.append(0.5 * float(np.mean(np.sum((out_t - data.Y_test) ** 2, axis=1))))
+        else:
+            te_acc.append(float("nan"))
+            te_loss.append(float("nan"))
+    return {
+        "time": run.times, "loss": run.loss, "pl_ratio": run.pl_ratio, "save_times": run.save_times,
+        "train_loss": np.array(tr_loss), "test_loss": np.array(te_loss),
+        "train_accuracy": np.array(tr_acc), "test_accuracy": np.array(te_acc),
+        "lambda0_t": run.lambda0, "lambda0": float(run.lambda0[0]),
+        "final_train_accuracy": tr_acc[-1], "final_test_accuracy": te_acc[-1],
+        "loss0": float(run.loss[0]), "loss_final": float(run.loss[-1]), "fitted_rate": run.fitted_rate().rate,
+        "status": run.status, "message": run.message, "seconds": run.seconds,
+        "config": {"d": d, "S": S, "M": M, "steps": steps, "step_size": step_size if not callable(step_size) else "schedule",
+                   "n_train": n_train, "n_test": n_test, "projection": projection, "input_scale": input_scale,
+                   "target_scale": target_scale, "activation": activation, "init": init, "rho": rho, "beta": beta},
+    }
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
-    import jax.numpy as jnp
-
-    from wgflow.flows.resnet import train_resnet_digits
-
     start = time.perf_counter()
     with Progress(1, cfg.name, enabled=progress) as bar:
         out = train_resnet_digits(

@@ -1,6 +1,6 @@
 """Seed 003's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
 
-Each case (N inputs, initialisation, δ) runs :func:`wgflow.flows.resnet.run_resnet_pl_case`:
+Each case (N inputs, initialisation, δ) runs :func:`run_resnet_pl_case`:
 near-identity targets y = x + δ g(x) (so L(μ₀) = δ²/2 with u = 0), a depth-S, width-M
 mean-field ResNet, the conditional flow for ``train.steps`` steps. The ladder varies
 one factor at a time around the base case (``ladder.mode = "one_at_a_time"``) or takes
@@ -23,12 +23,18 @@ from typing import Literal
 
 import jax
 import numpy as np
+from jax import Array
 from pydantic import Field, field_validator
 
 from wgflow import plots
 from wgflow.experiments.config import Section
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
+from wgflow.flows.conditional import conditional_flow
+from wgflow.flows.schedules import Schedule
+from wgflow.flows.trajectory import SaveAt
+from wgflow.metrics.resnet import PL_CONSTANT
+from wgflow.models.resnet import _positive_int, init_resnet, make_resnet_objective
 
 KIND = "resnet_pl"
 INITS = ("gaussian", "heavy_tailed", "random_features")
@@ -102,9 +108,106 @@ def _label(case) -> str:
     return f"N={N}, {init}, δ={delta:g}"
 
 
-def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
-    from wgflow.flows.resnet import run_resnet_pl_case
+# --------------------------------------------------------------------------- the study driver
 
+
+def _save_every(steps: int, n_saves: int) -> SaveAt:
+    return SaveAt(every=max(1, steps // max(1, n_saves)))
+
+
+def run_resnet_pl_case(
+    key: Array,
+    N: int,
+    d: int,
+    S: int,
+    M: int,
+    init: str = "gaussian",
+    delta: float = 0.05,
+    steps: int = 2000,
+    step_size: Schedule = 1.0,
+    *,
+    activation: str = "cos",
+    rho: float = 1.0,
+    beta: float = 1.0,
+    feature_law: str = "gaussian",
+    freeze_features: bool = False,
+    n_features: int = 64,
+    bandwidth: float = 1.0,
+    inputs: str = "sphere",
+    n_saves: int = 10,
+    dcot_mode: str = "exact",
+    rate_window: tuple[float, float] | None = None,
+    max_growth: float = 1e6,
+    dtype=None,
+) -> dict:
+    """One run for the ``resnet-pl`` study: near-identity data, seed-003 init, the conditional flow.
+
+    Data: :func:`wgflow.resnet_data.near_identity` (L(μ₀) = δ²/2). Returns a dict with
+    scalars ``lambda0`` (at μ₀), ``lambda_bar`` (λ_min of the depth-averaged kernel at μ₀),
+    ``loss0``, ``loss_final``, ``loss_ratio`` = L(μ_T)/L(μ₀), ``pl_init``, ``pl_min``
+    (min over the run of ‖∇L‖²/L), ``pl_bound`` = (2/N)λ₀, ``pl_tightness`` = pl_init/pl_bound (≥ 1),
+    ``fitted_rate`` (least squares on log L, ``rate_window``), ``predicted_rate_scale`` = λ₀/N,
+    ``rate_over_scale`` = fitted/predicted, ``dcot_final``, ``path_length_final``, ``diverged``,
+    ``status``, ``message``, ``seconds``; per-step arrays ``time``, ``loss``, ``pl_ratio``,
+    ``grad_sq``, ``path_length``; at save times ``save_times``, ``lambda0_t``, ``dcot_identity``,
+    ``dcot_exact``; and ``config``. The key is split into (data, init). ``dtype``: float32 or float64
+    (default: float64 when ``jax_enable_x64`` is on).
+    """
+    from wgflow.resnet_data import near_identity
+
+    _positive_int(N, "N")
+    _positive_int(d, "d")
+    _positive_int(steps, "steps")
+    kdata, kinit = jax.random.split(key)
+    data = near_identity(kdata, N, d, delta, n_features=n_features, bandwidth=bandwidth, inputs=inputs)
+    obj = make_resnet_objective(data.X, data.Y, activation, freeze_features=freeze_features, dtype=dtype)
+    params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, feature_law=feature_law, dtype=obj.X.dtype)
+    run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode=dcot_mode, max_growth=max_growth)
+    lam0 = float(run.lambda0[0])
+    fit = run.fitted_rate(rate_window)
+    pred = lam0 / N
+    pl_bound = PL_CONSTANT(N) * lam0
+    pl = run.pl_ratio
+    return {
+        "lambda0": lam0,
+        "lambda_bar": float(run.lambda_bar[0]),
+        "loss0": float(run.loss[0]),
+        "loss_final": float(run.loss[-1]),
+        "loss_ratio": float(run.loss[-1] / run.loss[0]),
+        "pl_init": float(pl[0]),
+        "pl_min": float(np.nanmin(pl)),
+        "pl_bound": pl_bound,
+        "pl_tightness": float(pl[0] / pl_bound) if pl_bound > 0 else float("inf"),
+        "fitted_rate": fit.rate,
+        "fit_r2": fit.r2,
+        "predicted_rate_scale": pred,
+        "rate_over_scale": fit.rate / pred if pred > 0 else float("nan"),
+        "dcot_final": float(run.dcot_exact[-1]) if dcot_mode == "exact" else float(run.dcot_identity[-1]),
+        "path_length_final": float(run.path_length[-1]),
+        "diverged": run.status == "diverged",
+        "status": run.status,
+        "message": run.message,
+        "seconds": run.seconds,
+        "time": run.times,
+        "loss": run.loss,
+        "pl_ratio": pl,
+        "grad_sq": run.grad_sq,
+        "path_length": run.path_length,
+        "save_times": run.save_times,
+        "lambda0_t": run.lambda0,
+        "dcot_identity": run.dcot_identity,
+        "dcot_exact": run.dcot_exact,
+        "config": {"N": N, "d": d, "S": S, "M": M, "init": init, "delta": delta, "steps": steps,
+                   "step_size": step_size if not callable(step_size) else "schedule",
+                   "activation": activation, "rho": rho, "beta": beta, "feature_law": feature_law, "freeze_features": freeze_features,
+                   "n_features": n_features, "bandwidth": bandwidth, "inputs": inputs},
+    }
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     import jax.numpy as jnp
 
     dtype = jnp.float64 if cfg.train.dtype == "float64" else jnp.float32
