@@ -17,11 +17,11 @@ F = make_objective(ds.X, ds.y, "lifted", "relu", loss="square", lam=1e-4, reduct
 mu0 = initial_measure(jax.random.PRNGKey(1), "lifted", 100, 2, scale=0.1)
 
 traj = explicit_gd(F, mu0, step_size=0.25, num_steps=20_000, save=SaveAt(times=[1, 10, 100, 1000]))
-print(traj.message)
+print(traj.status, "|", traj.message)
 for t, k in zip(traj.save_times, traj.save_steps):
     print(f"  t = {t:8.2f}   F = {traj.objective[k]:.6g}")
 
 prox = implicit_gd(F, initial_measure(jax.random.PRNGKey(1), "lifted", 100, 2, scale=1.0), step_size=0.5, num_steps=20, solver=ProxSolver(tol=1e-8))
-print(prox.message, "| final F =", prox.final_objective)
-print("  inner iterations per step:", prox.diagnostics["iterations"][:10], "...")
-print("  largest proximal residual:", prox.diagnostics["residual"].max())
+print(prox.status, "|", prox.message, "| final F =", prox.final_objective)
+print("  inner iterations per step:", prox.stats["iterations"][:10], "...")
+print("  largest proximal residual:", prox.stats["residual"].max())

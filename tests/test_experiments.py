@@ -83,7 +83,7 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels)
         _check_figures(out, ["objective", "distance", "ladder", "densities"], figure_labels)
         rows = summary["table"]
         assert all({"tau", "blur", "grid", "solver", "distance_to_gd", "objective_gap", "seconds"} <= set(r) for r in rows)
-        assert all(r["status"] == "completed" and r["max_mass_error"] < 1e-10 for r in rows)
+        assert all(r["status"] == "successful" and r["max_mass_error"] < 1e-10 for r in rows)
         by = {(r["grid"], r["solver"]): r for r in rows}
         # Newton and Dykstra solve the same steps; the finer rung is closer to GD
         assert abs(by[20, "newton"]["final_objective"] - by[20, "dykstra"]["final_objective"]) < 1e-8
@@ -199,7 +199,8 @@ def test_vectorised_sweep_equals_separate_runs():
     bt = explicit_gd_sweep(obj, batch, 0.1, 250)
     for s, mu in enumerate(mus):
         single = explicit_gd(obj, mu, 0.1, 250)
-        np.testing.assert_allclose(bt.objective[s], single.objective, rtol=1e-13)
+        assert bt.status[s] == single.status and bt.run(s).stop_step == single.stop_step
+        np.testing.assert_allclose(bt.run(s).objective, single.objective, rtol=1e-13)
         np.testing.assert_allclose(bt.final.positions[s], single.final.positions, atol=1e-13)
 
 

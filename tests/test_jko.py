@@ -14,16 +14,15 @@ from scipy.special import logsumexp
 
 from wgflow import InputError, Measure, make_objective
 from wgflow.data import teacher_student
-from wgflow.flows import explicit_gd
+from wgflow.flows import Monitor, explicit_gd
 from wgflow.flows.jko import (
     Dykstra,
     Linearised,
     SemiDualNewton,
     component_signs,
     jko,
+    jko_problem,
     jko_step,
-    make_problem,
-    snapshot_measure,
 )
 from wgflow.grid import (
     Axis,
@@ -119,7 +118,7 @@ def _gaussian_case(dim):
 def test_gaussian_closed_form(dim, solver):
     """One step maps N(m, Σ) to N(m/(1+κτ), Σ/(1+κτ)² + ε/(2(1+κτ)) I): the factor 2τ and the time."""
     obj, grid, p0, kappa, tau, eps = _gaussian_case(dim)
-    res = jko_step(obj, grid, p0, tau, eps, TIGHT[solver])
+    res = jko_step(obj, p0, tau, grid=grid, blur=eps, solver=TIGHT[solver])
     assert res.converged and res.mass_error < 1e-12
     xi = grid.coords()
     m0, S0 = _moments(p0[0], xi)  # the discrete moments of the start
@@ -142,7 +141,7 @@ def relu_case():
     grid = box_grid(-2.0, 2.0, (24, 24))
     p0 = initial_grid_density(grid, "gaussian", std=0.4, components=2, positive_fraction=0.6)
     tau, eps = 0.01, 0.03
-    steps = {name: jko_step(obj, grid, p0, tau, eps, s) for name, s in TIGHT.items()}
+    steps = {name: jko_step(obj, p0, tau, grid=grid, blur=eps, solver=s) for name, s in TIGHT.items()}
     return obj, grid, p0, tau, eps, steps
 
 
@@ -172,7 +171,7 @@ def test_kkt_conditions_hold_at_the_solution(relu_case):
     res = steps["newton"]
     L = dense_log_kernel(grid, eps)
     signs = component_signs(obj)
-    mu_next = snapshot_measure(obj, grid, res.masses)
+    mu_next = GridMeasure(grid, res.masses, signs).to_measure()
     pts = jnp.asarray(grid.points())
     for c, s in enumerate(signs):
         logpi = res.log_a[c][:, None] + L + res.log_b[c][None, :]
@@ -182,8 +181,8 @@ def test_kkt_conditions_hold_at_the_solution(relu_case):
         Fp = np.asarray(obj.first_variation(mu_next, pts, s))
         stationarity = eps * res.log_a[c] + 2 * tau * Fp
         assert np.abs(stationarity).max() < 1e-9, np.abs(stationarity).max()
-    # the reported F is the Objective's on the grid measure
-    assert np.isclose(res.objective, float(obj.value(mu_next)), rtol=1e-13)
+    # the problem's F of grid masses is the Objective's on the grid measure (a particle cloud's code)
+    assert np.isclose(float(jko_problem(obj, grid).value(jnp.asarray(res.masses))), float(obj.value(mu_next)), rtol=1e-13)
 
 
 @jax.jit
@@ -213,35 +212,42 @@ def test_each_step_decreases_the_jko_energy(relu_case):
     """F(μ⁺) + W_ε(μ⁺, μ)/(2τ) ≤ F(μ) + W_ε(μ, μ)/(2τ), W_ε by OTT-JAX; the exact step is also
     no worse than the linearised one (they minimise this energy)."""
     obj, grid, p0, tau, eps, steps = relu_case
-    F0 = float(obj.value(snapshot_measure(obj, grid, p0)))
+    signs = component_signs(obj)
+
+    def F(p):
+        return float(obj.value(GridMeasure(grid, p, signs).to_measure()))
+
+    F0 = F(p0)
 
     def energy(p):
         W = sum(_entropic_cost(grid, p[c], p0[c], eps) for c in range(len(p)))
-        return float(obj.value(snapshot_measure(obj, grid, p))) + W / (2 * tau)
+        return F(p) + W / (2 * tau)
 
     E0 = energy(p0)
     E = {k: energy(steps[k].masses) for k in ("newton", "linearised")}
     assert E["newton"] < E0 - 1e-3 and E["linearised"] < E0
     assert E["newton"] <= E["linearised"] + 1e-9
     # the step's coupling is the entropic-optimal one between its marginals: its cost is W_ε(p⁺, p)
-    W_step = (E["newton"] - steps["newton"].objective) * 2 * tau
-    assert abs(W_step - steps["newton"].transport) < 1e-9
-    assert F0 > steps["newton"].objective
+    F_new = F(steps["newton"].masses)
+    W_step = (E["newton"] - F_new) * 2 * tau
+    assert abs(W_step - float(steps["newton"].entropic_cost(p0, eps))) < 1e-9
+    assert F0 > F_new
 
 
 def test_mass_of_each_part_is_conserved_along_a_run(relu_case):
     obj, grid, p0, tau, eps, _ = relu_case
-    traj = jko(obj, grid, p0, tau, 6, eps, save=dict_save(every=2))
+    traj = jko(obj, p0, tau, 6, grid=grid, blur=eps, save=dict_save(every=2))
     assert traj.ok, traj.message
-    masses = traj.snapshots.sum(axis=-1)  # (saves, C)
+    saved = traj.saved  # Measures: the grid points once per component, signed masses
+    masses = np.stack([np.abs(np.asarray(saved.masses[i])).reshape(2, -1).sum(axis=-1) for i in range(len(traj.save_steps))])
     np.testing.assert_allclose(masses, np.broadcast_to(p0.sum(axis=1), masses.shape), rtol=0, atol=1e-10)
-    assert np.all(traj.diagnostics["mass_error"] < 1e-10)
-    assert np.all(traj.diagnostics["kkt"] <= 1e-9)
-    assert np.all(traj.diagnostics["converged"] == 1)
+    assert np.all(traj.stats["mass_error"] < 1e-10)
+    assert np.all(traj.stats["kkt"] <= 1e-9)
     np.testing.assert_allclose(traj.times, tau * np.arange(7), rtol=1e-14)
-    # the recorded objective is F of the grid measure, computed like a particle cloud's
+    # the recorded objective is F of the saved Measure, computed like a particle cloud's
     for i, k in enumerate(traj.save_steps):
-        assert np.isclose(traj.objective[k], float(obj.value(snapshot_measure(obj, grid, traj.snapshots[i]))), rtol=1e-12)
+        assert np.isclose(traj.objective[k], float(obj.value(traj.saved_at(i))), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(traj.saved_at(-1).masses), np.asarray(GridMeasure(grid, traj.final.masses, (1.0, -1.0)).to_measure().masses))
     assert traj.objective[-1] < traj.objective[0]
 
 
@@ -259,12 +265,13 @@ def test_lifted_on_a_3d_grid():
     obj = make_objective(ds.X, ds.y, "lifted", lam=1e-2)
     grid = box_grid(-2.0, 2.0, (14, 14, 14))
     p0 = initial_grid_density(grid, "gaussian", std=0.4)
-    new = jko_step(obj, grid, p0, 0.05, 0.05, SemiDualNewton(tol=1e-10))
-    dyk = jko_step(obj, grid, p0, 0.05, 0.05, Dykstra(tol=1e-10))
+    new = jko_step(obj, p0, 0.05, grid=grid, blur=0.05, solver=SemiDualNewton(tol=1e-10))
+    dyk = jko_step(obj, p0, 0.05, grid=grid, blur=0.05, solver=Dykstra(tol=1e-10))
     assert new.converged and dyk.converged
     assert np.abs(new.masses - dyk.masses).sum() < 1e-8
     assert abs(new.masses.sum() - 1.0) < 1e-12
-    assert new.objective < float(obj.value(snapshot_measure(obj, grid, p0)))
+    F = lambda p: float(obj.value(GridMeasure(grid, p).to_measure()))  # noqa: E731
+    assert F(new.masses) < F(p0)
 
 
 def test_sphere_grid_is_rotation_equivariant_across_the_seam():
@@ -279,7 +286,7 @@ def test_sphere_grid_is_rotation_equivariant_across_the_seam():
     results = []
     for X, p in ((ds.X, p0), (ds.X @ R.T, np.roll(p0.reshape(n_ang, 24), k, axis=0).reshape(1, -1))):
         obj = make_objective(X, ds.y, "sphere", lam=1e-2)
-        results.append(jko_step(obj, grid, p, 0.05, 0.02, SemiDualNewton(tol=1e-11)))
+        results.append(jko_step(obj, p, 0.05, grid=grid, blur=0.02, solver=SemiDualNewton(tol=1e-11)))
     a, b = (r.masses.reshape(n_ang, 24) for r in results)
     np.testing.assert_allclose(np.roll(a, k, axis=0), b, atol=1e-9)
     assert np.abs(a - p0.reshape(n_ang, 24)).max() > 1e-4  # the step did move mass
@@ -292,7 +299,7 @@ def test_two_scale_and_symlog_grids_conserve_mass(kind):
     obj = make_objective(ds.X, ds.y, "split", lam=1e-2)
     grid = two_scale_grid(box_grid(-1.5, 1.5, (16, 16)), 4.0) if kind == "two-scale" else symlog_grid(6.0, (32, 32), 0.5)
     p0 = initial_grid_density(grid, "gaussian", std=0.3, components=2)
-    res = jko_step(obj, grid, p0, 0.02, 0.02, SemiDualNewton(tol=1e-10))
+    res = jko_step(obj, p0, 0.02, grid=grid, blur=0.02, solver=SemiDualNewton(tol=1e-10))
     assert res.converged and res.mass_error < 1e-12
     np.testing.assert_allclose(res.masses.sum(axis=1), p0.sum(axis=1), atol=1e-12)
 
@@ -308,57 +315,81 @@ def test_float32_small_blur_has_no_nan():
     p0 = initial_grid_density(grid, "gaussian", std=0.5, components=2).astype(np.float32)
     tau = 0.02
     for solver in (SemiDualNewton(), Linearised()):
-        traj = jko(obj, grid, p0, tau, 3, 1e-3 * tau, solver=solver)
-        assert traj.final.dtype == np.float32
-        assert bool(np.all(np.isfinite(traj.final))) and bool(np.all(np.isfinite(traj.objective)))
-        assert traj.status in ("completed", "not_converged"), traj.message
-        np.testing.assert_allclose(traj.final.sum(axis=1), p0.sum(axis=1), rtol=1e-5)
+        traj = jko(obj, p0, tau, 3, grid=grid, blur=1e-3 * tau, solver=solver, monitor=Monitor(policy="warn"))
+        final = np.asarray(traj.final.masses)
+        assert final.dtype == np.float32
+        assert bool(np.all(np.isfinite(final))) and bool(np.all(np.isfinite(traj.objective)))
+        assert traj.status in ("successful", "inner_not_converged"), traj.message
+        np.testing.assert_allclose(final.sum(axis=1), p0.sum(axis=1), rtol=1e-5)
 
 
 def test_non_convergence_stops_the_run_with_a_message(relu_case):
+    """An inner solver given too few iterations: the code inner_not_converged, the step refused."""
     obj, grid, p0, tau, eps, _ = relu_case
-    traj = jko(obj, grid, p0, tau, 4, eps, solver=SemiDualNewton(tol=1e-14, max_iter=1))
-    assert traj.status == "not_converged"
-    assert "step 0 did not converge" in traj.message and "max_iter" in traj.message
-    assert traj.num_steps == 0 and np.allclose(traj.final, p0)
+    traj = jko(obj, p0, tau, 4, grid=grid, blur=eps, solver=SemiDualNewton(tol=1e-14, max_iter=1))
+    assert traj.status == "inner_not_converged"
+    assert "at step 0" in traj.message and "did not converge" in traj.message and "max_iter" in traj.message
+    assert traj.num_steps == 0 and np.allclose(traj.final.masses, p0)
+    assert traj.stats["kkt"][0] > 1e-14 and traj.stats["iterations"][0] == 1  # the refused step's own record
+    # the same step with its default tolerance converges: the control
+    assert jko(obj, p0, tau, 1, grid=grid, blur=eps).status == "successful"
 
 
 @pytest.mark.slow
-def test_non_strict_run_goes_on_and_reports(relu_case):
+def test_warn_policy_goes_on_and_reports(relu_case):
     obj, grid, p0, tau, eps, _ = relu_case
-    traj = jko(obj, grid, p0, tau, 2, eps, solver=SemiDualNewton(tol=1e-14, max_iter=1), strict=False)
-    assert traj.status == "not_converged" and traj.num_steps == 2 and "step 0" in traj.message
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        traj = jko(obj, p0, tau, 2, grid=grid, blur=eps, solver=SemiDualNewton(tol=1e-14, max_iter=1), monitor=Monitor(policy="warn"))
+    assert traj.status == "inner_not_converged" and traj.num_steps == 2 and "at step 0" in traj.message
+    assert "2 step(s) flagged" in traj.message
+
+
+def test_jko_growth_beyond_the_limit_is_diverged_and_keeps_the_run():
+    """F = ∫ κ|θ|²/2 dμ from a narrow Gaussian; a large blur spreads the mass (the entropy's
+    diffusion ε/4τ), so F grows fast: beyond max_growth × F(0) the code is diverged, the states
+    before are kept, the message says what to change. Without the limit the run is successful
+    (F may rise along an entropic step: the monitor does not call that unstable)."""
+    obj = make_objective(np.zeros((1, 1)), np.zeros(1), "lifted", lam=0.75)
+    grid = box_grid(-3.0, 3.0, (60, 60))
+    p0 = initial_grid_density(grid, "gaussian", std=0.1)
+    traj = jko(obj, p0, 0.1, 5, grid=grid, blur=0.2, monitor=Monitor(max_growth=10.0))
+    assert traj.status == "diverged", traj.message
+    assert "diverged at step" in traj.message and "> 10 × F(0)" in traj.message and "Reduce the step size" in traj.message
+    assert traj.objective[-1] > 10 * traj.objective[0] and traj.num_steps < 5
+    assert bool(np.all(np.isfinite(np.asarray(traj.final.masses))))
+    calm = jko(obj, p0, 0.1, 5, grid=grid, blur=0.2)
+    assert calm.status == "successful" and calm.objective[-1] > 10 * calm.objective[0]
 
 
 def test_bad_input_is_one_clear_error(relu_case):
     obj, grid, p0, tau, eps, _ = relu_case
     with pytest.raises(InputError, match="blur.*> 0"):
-        jko(obj, grid, p0, tau, 2, 0.0)
+        jko(obj, p0, tau, 2, grid=grid, blur=0.0)
     with pytest.raises(InputError, match="blur.*> 0"):
-        jko(obj, grid, p0, tau, 2, -1e-3)
+        jko(obj, p0, tau, 2, grid=grid, blur=-1e-3)
     with pytest.raises(InputError, match="tau.*finite and > 0"):
-        jko(obj, grid, p0, -0.1, 2, eps)
+        jko(obj, p0, -0.1, 2, grid=grid, blur=eps)
     with pytest.raises(InputError, match="tau.*finite and > 0"):
-        jko(obj, grid, p0, 0.0, 2, eps)
+        jko(obj, p0, 0.0, 2, grid=grid, blur=eps)
     # an initial measure with mass outside the box
     out = Measure(jnp.array([[0.5, 0.5], [2.5, 0.0]]), jnp.array([0.5, -0.5]))
     with pytest.raises(InputError, match=r"p0: 1 atoms carrying 0.5 .* outside the grid's box"):
-        jko(obj, grid, out, tau, 2, eps)
+        jko(obj, out, tau, 2, grid=grid, blur=eps)
     with pytest.raises(InputError, match="does not contain the initial gaussian density"):
         initial_grid_density(grid, "gaussian", std=0.6, components=2)
     # a grid too large for memory: the estimate is in the message
     huge = box_grid(-3.0, 3.0, (4096, 4096, 4096))
     obj3 = make_objective(np.ones((5, 2)), np.ones(5), "lifted")
     with pytest.raises(InputError, match=r"grid: a JKO step on this grid \(N = 68719476736 .* needs about .* GiB"):
-        jko(obj3, huge, np.ones((1, 8)), tau, 1, eps)
+        jko(obj3, np.ones((1, 8)), tau, 1, grid=huge, blur=eps)
     with pytest.raises(InputError, match="shape \\(2, 576\\)"):
-        jko(obj, grid, p0[:1], tau, 2, eps)
+        jko(obj, p0[:1], tau, 2, grid=grid, blur=eps)
     with pytest.raises(InputError, match="neurons in R\\^3, but the grid has 2"):
-        jko(make_objective(np.ones((5, 2)), np.ones(5), "lifted"), grid, p0, tau, 2, eps)
-    with pytest.raises(InputError, match="only the square loss"):
-        jko(make_objective(np.ones((5, 2)), np.ones(5), "split", loss="logistic"), grid, p0, tau, 2, eps)
+        jko(make_objective(np.ones((5, 2)), np.ones(5), "lifted"), p0, tau, 2, grid=grid, blur=eps)
+    with pytest.raises(InputError, match="needs the loss's convex conjugate"):
+        jko(make_objective(np.ones((5, 2)), np.ones(5), "split", loss="logistic"), p0, tau, 2, grid=grid, blur=eps)
     with pytest.raises(InputError, match="masses must be >= 0"):
-        jko(obj, grid, -p0, tau, 2, eps)
+        jko(obj, -p0, tau, 2, grid=grid, blur=eps)
 
 
 def test_bin_measure_keeps_mass_and_mean():
@@ -400,7 +431,7 @@ def test_jko_approaches_particle_gd_along_a_ladder(capsys):
     T, L, std, signs = 1.0, 2.0, 0.4, (1.0, -1.0)
     rungs = [(40, 0.1, 0.2), (80, 0.05, 0.1), (160, 0.025, 0.05)]  # (cells per axis, τ, ε/τ): ε = 2h² throughout
     fine = box_grid(-L, L, (rungs[-1][0],) * 2)
-    out = explicit_gd(obj, snapshot_measure(obj, fine, initial_grid_density(fine, "gaussian", std=std, components=2)), 1e-3, 1000)
+    out = explicit_gd(obj, GridMeasure(fine, initial_grid_density(fine, "gaussian", std=std, components=2), signs).to_measure(), 1e-3, 1000)
     gd = Measure(jnp.asarray(out.final.positions), jnp.asarray(out.final.masses))
     f_gd, F_gd = obj.outputs(gd), float(obj.value(gd))
 
@@ -408,13 +439,13 @@ def test_jko_approaches_particle_gd_along_a_ladder(capsys):
     for n, tau, ratio in rungs:
         grid = box_grid(-L, L, (n, n))
         p0 = initial_grid_density(grid, "gaussian", std=std, components=2)
-        traj = jko(obj, grid, p0, tau, int(round(T / tau)), ratio * tau)
+        traj = jko(obj, p0, tau, int(round(T / tau)), grid=grid, blur=ratio * tau)
         assert traj.ok, traj.message
-        mu = snapshot_measure(obj, grid, traj.final)
+        mu = GridMeasure(grid, traj.final.masses, signs).to_measure()
         out_err.append(float(jnp.linalg.norm(obj.outputs(mu) - f_gd) / jnp.linalg.norm(f_gd)))
         F_gap.append(abs(float(obj.value(mu)) - F_gd))
         binned = GridMeasure(grid, bin_measure(grid, gd, signs, outside="clip"), signs)  # ~1e-6 of the mass left the box
-        sd.append(sinkhorn_divergence(GridMeasure(grid, traj.final, signs), binned, 0.01, tol=1e-6).value)
+        sd.append(sinkhorn_divergence(GridMeasure(grid, traj.final.masses, signs), binned, 0.01, tol=1e-6).value)
     with capsys.disabled():
         print(f"\n  JKO vs particle GD at t = {T} (split, d = 2, GD η = 1e-3 from a 160² quadrature):")
         for (n, tau, ratio), e, g, s in zip(rungs, out_err, F_gap, sd):

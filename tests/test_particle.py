@@ -7,7 +7,7 @@ import pytest
 
 from wgflow import InputError, Measure, PlainNetwork, make_objective
 from wgflow.data import teacher_student
-from wgflow.flows import ProxSolver, SaveAt, explicit_gd, implicit_gd, inverse_sqrt
+from wgflow.flows import Monitor, ProxSolver, SaveAt, explicit_gd, implicit_gd, inverse_sqrt
 from wgflow.init import initial_measure
 from wgflow.units import PARAMETERISATIONS
 
@@ -106,7 +106,7 @@ def test_sphere_stays_on_sphere():
     obj = make_objective(X, y, "sphere", lam=1e-2)
     mu = initial_measure(jax.random.PRNGKey(2), "sphere", 7, obj.d)
     traj = explicit_gd(obj, mu, 1e-2, 80, save=SaveAt(every=20))
-    norms = np.linalg.norm(traj.snapshots.positions[..., :-1], axis=-1)
+    norms = np.linalg.norm(traj.saved.positions[..., :-1], axis=-1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-12)
     assert traj.objective[-1] < traj.objective[0]
 
@@ -122,7 +122,7 @@ def test_save_times_and_decaying_schedule():
     for s in (0.1, 0.2):  # the first step reaching each requested time is saved
         k = int(np.searchsorted(expected_t, s))
         assert k in set(traj.save_steps.tolist())
-    assert traj.snapshots.positions.shape == (len(traj.save_steps), 7, 4)
+    assert traj.saved.positions.shape == (len(traj.save_steps), 7, 4)
 
 
 # --------------------------------------------------------------------------- implicit
@@ -136,10 +136,10 @@ def test_implicit_step_optimality_and_descent(act):
     solver = ProxSolver(tol=1e-8)
     traj = implicit_gd(obj, mu, 0.2, 20, solver=solver)
     assert traj.ok, traj.message
-    res = traj.diagnostics["residual"]
+    res = traj.stats["residual"]
     assert np.all(res <= 1e-8), res.max()
     # F(θ⁺) + Σ p|θ⁺ − θ|²/(2η) ≤ F(θ): θ itself is a candidate of the proximal problem
-    assert np.all(traj.diagnostics["prox_value"] <= traj.objective[:-1] + 1e-12)
+    assert np.all(traj.stats["prox_value"] <= traj.objective[:-1] + 1e-12)
     assert np.all(np.diff(traj.objective) <= 1e-12)
 
 
@@ -154,7 +154,7 @@ def test_implicit_step_with_masses_over_many_decades():
     solver = ProxSolver(tol=1e-9)
     traj = implicit_gd(obj, Measure(mu.positions, masses), 0.05, 5, solver=solver)
     assert traj.ok, traj.message
-    assert np.all(traj.diagnostics["residual"] <= 1e-9)
+    assert np.all(traj.stats["residual"] <= 1e-9)
     # one prox step moves even the tiniest atom (mass ~1e-10 of the largest) as the flow does:
     # to O(η²) of fine explicit GD over the same time
     one = implicit_gd(obj, Measure(mu.positions, masses), 0.05, 1, solver=solver)
@@ -215,13 +215,15 @@ def test_blow_up_stops_with_message_and_keeps_the_trajectory():
     X, y = _data()
     obj = make_objective(X, y, "lifted", lam=1e-3)
     mu = initial_measure(jax.random.PRNGKey(1), "lifted", 10, obj.d)
-    traj = explicit_gd(obj, mu, 5.0, 40, save=SaveAt(every=1))
+    first = explicit_gd(obj, mu, 5.0, 40)
+    assert first.status == "unstable" and first.num_steps < 5, first.message  # the first rise, long before the blow-up
+    traj = explicit_gd(obj, mu, 5.0, 40, save=SaveAt(every=1), monitor=Monitor(check_rise=False))
     assert traj.status == "diverged"
     assert "grew" not in traj.message and "> 1e+06 × F(0)" in traj.message and "Reduce the step size" in traj.message
     k = traj.num_steps
     assert k < 40 and len(traj.objective) == k + 1 and len(traj.times) == k + 1
     assert np.all(np.isfinite(traj.final.positions)) and np.all(np.isfinite(traj.objective[:-1]))
-    assert traj.snapshots.positions.shape[0] == k + 1  # every step up to the stop was saved
+    assert traj.saved.positions.shape[0] == k + 1  # every step up to the stop was saved
 
 
 def test_nan_stops_with_message():

@@ -14,8 +14,8 @@ from scipy import stats
 from wgflow import InputError
 from wgflow.experiments.resnet_digits import train_resnet_digits
 from wgflow.experiments.resnet_pl import run_resnet_pl_case
-from wgflow.flows.conditional import conditional_flow, resnet_step
-from wgflow.flows.trajectory import SaveAt
+from wgflow.flows.conditional import conditional_flow, path_length, resnet_step
+from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.metrics.resnet import PL_CONSTANT, dcot, fitted_rate, lambda0, layer_kernels
 from wgflow.models import (
     ResNetParams,
@@ -176,7 +176,7 @@ def test_depth_invariance_of_the_flow():
     """The flow of the duplicated ResNet follows the original's up to O(1/S): a duplicated layer's
     adjoint is taken 1/(2S) apart, so its two copies drift apart at that order."""
     obj, p = _problem(u_scale=1.0, seed=4)
-    losses = [conditional_flow(obj, p.duplicate_depth(r), 0.5, 20, dcot_mode="none").loss for r in (1, 2, 4, 8)]
+    losses = [conditional_flow(obj, p.duplicate_depth(r), 0.5, 20, dcot_mode="none").objective for r in (1, 2, 4, 8)]
     gaps = [np.max(np.abs(losses[i + 1] - losses[i])) for i in range(3)]
     assert gaps[0] > 0 and 1.6 < gaps[0] / gaps[1] < 2.4 and 1.6 < gaps[1] / gaps[2] < 2.4, gaps
 
@@ -185,13 +185,14 @@ def test_width_invariance_duplicated_neurons_give_the_same_flow():
     obj, p = _problem(seed=5)
     a = conditional_flow(obj, p, 0.5, 20, dcot_mode="none")
     b = conditional_flow(obj, p.duplicate_width(3), 0.5, 20, dcot_mode="none")
-    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(b.grad_sq, a.grad_sq, rtol=1e-10)
-    np.testing.assert_allclose(b.lambda0, a.lambda0, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(b.stats["grad_sq"], a.stats["grad_sq"], rtol=1e-10)
+    lam = lambda run: np.array([run.saved_at(i)["lambda0"] for i in range(len(run.save_steps))])  # noqa: E731
+    np.testing.assert_allclose(lam(b), lam(a), rtol=1e-8, atol=1e-12)
     final_a = ResNetParams(*(jnp.asarray(x) for x in (a.final.U, a.final.W, a.final.B))).duplicate_width(3)
     for name in ("U", "W", "B"):
         np.testing.assert_allclose(getattr(b.final, name), getattr(final_a, name), rtol=0, atol=1e-12)
-    assert a.loss[-1] < 0.5 * a.loss[0]  # the flow did something
+    assert a.objective[-1] < 0.5 * a.objective[0]  # the flow did something
 
 
 # --------------------------------------------------------------------------- λ₀ and the PL inequality
@@ -333,31 +334,58 @@ def test_flow_records_and_saves():
     run = conditional_flow(obj, p, 0.5, 20, save=SaveAt(every=10))
     assert run.ok and run.num_steps == 20
     n = len(run.times)
-    assert len(run.loss) == len(run.grad_sq) == len(run.pl_ratio) == len(run.path_length) == n
+    assert len(run.objective) == len(path_length(run)) == n and len(run.stats["grad_sq"]) == len(run.stats["pl_ratio"]) == n - 1
+    np.testing.assert_allclose(run.stats["pl_ratio"], run.stats["grad_sq"] / run.objective[:-1], rtol=1e-12)
     np.testing.assert_allclose(run.save_times, [0, 5, 10])
-    assert len(run.lambda0) == len(run.dcot_exact) == 3 and run.dcot_exact[0] < 1e-7
-    assert np.all(run.dcot_exact**2 <= run.dcot_identity**2 + 1e-12)
+    saved = [run.saved_at(i) for i in range(3)]
+    dex, did = (np.array([v[k] for v in saved]) for k in ("dcot_exact", "dcot_identity"))
+    assert dex[0] < 1e-7 and np.all(dex**2 <= did**2 + 1e-12)
     # the Riemann sum of ‖∇L‖ bounds the distance travelled (identity coupling) of the explicit scheme
-    assert run.dcot_identity[-1] <= run.path_length[-1] * (1 + 1e-9)
-    last = run.snapshot(2)
+    assert did[-1] <= path_length(run)[-1] * (1 + 1e-9)
+    # the saved ‖∇L‖² (in the loop, at the save) is the step's own record there
+    np.testing.assert_allclose(saved[1]["grad_sq"], run.stats["grad_sq"][10], rtol=1e-12)
+    last = saved[2]["params"]
     np.testing.assert_array_equal(last.U, run.final.U)
     final = ResNetParams(*(jnp.asarray(a) for a in (last.U, last.W, last.B)))
-    np.testing.assert_allclose(run.loss[-1], float(resnet_loss(final, obj.X, obj.Y)), rtol=1e-12)
+    np.testing.assert_allclose(run.objective[-1], float(resnet_loss(final, obj.X, obj.Y)), rtol=1e-12)
 
 
 def test_lambda0_every_step_matches_the_saved_values():
     obj, p = _problem(seed=8)
     run = conditional_flow(obj, p, 0.5, 20, save=SaveAt(every=10), lambda0_every_step=True, dcot_mode="none")
-    assert len(run.lambda0_steps) == len(run.times)
-    np.testing.assert_allclose(run.lambda0_steps[run.save_steps], run.lambda0, rtol=1e-8, atol=1e-12)
+    assert len(run.stats["lambda0"]) == len(run.times) - 1
+    saved = np.array([run.saved_at(i)["lambda0"] for i in range(2)])  # steps 0 and 10
+    np.testing.assert_allclose(run.stats["lambda0"][run.save_steps[:2]], saved, rtol=1e-8, atol=1e-12)
 
 
 def test_divergence_is_reported_and_keeps_the_run():
     obj, p = _problem(seed=8, u_scale=2.0)
-    run = conditional_flow(obj, p, 1e4, 20, dcot_mode="identity", max_growth=10.0)
+    run = conditional_flow(obj, p, 1e4, 20, dcot_mode="identity", monitor=Monitor(max_growth=10.0, check_rise=False))
     assert run.status == "diverged" and "Reduce the step size" in run.message
-    assert len(run.loss) == len(run.grad_sq) == len(run.times) < 21
+    assert len(run.objective) == len(run.stats["grad_sq"]) == len(run.times) < 21  # the refused step's record kept
     assert np.all(np.isfinite(np.asarray(run.final.U)))
+
+
+def test_a_rising_loss_is_unstable_and_backtracking_fixes_it():
+    """A step size that makes the loss rise (far below the growth limit): the code unstable at
+    the first rise, with a step size to use; 'backtrack' keeps the loss non-increasing, its clock
+    that of the schedule; a small step is the stable control."""
+    obj, p = _problem(seed=8, u_scale=2.0)
+    flows = {}
+    for eta in (0.5, 8.0):
+        flows[eta] = conditional_flow(obj, p, eta, 60, dcot_mode="none")
+    assert flows[0.5].status == "successful" and np.all(np.diff(flows[0.5].objective) <= 1e-15)
+    bad = flows[8.0]
+    assert bad.status == "unstable", bad.message
+    k = bad.stop_step
+    assert bad.objective[k] > np.min(bad.objective[:k]) and bad.objective[k] < 10 * bad.objective[0]
+    assert f"at step {k}" in bad.message and "use a step size ≤" in bad.message
+    back = conditional_flow(obj, p, 8.0, 60, dcot_mode="none", monitor=Monitor(policy="backtrack"))
+    assert back.status == "successful" and int(back.loop.retakes) > 0, back.message
+    F = back.objective
+    assert np.all(F[1:] <= np.minimum.accumulate(F)[:-1] * (1 + 1e-6) + 1e-14)
+    np.testing.assert_allclose(back.times, 8.0 * np.arange(61), rtol=1e-14)  # the clock of the schedule
+    assert back.stats["substeps"].max() >= 2
 
 
 def test_vectorised_float32_cos_is_accurate():
@@ -404,7 +432,7 @@ def test_run_resnet_pl_case_small():
     out = run_resnet_pl_case(jax.random.PRNGKey(22), N0, D0, S0, M0, "gaussian", 0.05, 20, 1.0, rho=0.25, n_saves=2)
     for key in ("lambda0", "pl_min", "fitted_rate", "predicted_rate_scale", "loss_ratio", "time", "loss", "pl_ratio"):
         assert key in out
-    assert out["status"] == "completed" and out["loss_ratio"] < 1
+    assert out["status"] == "successful" and out["loss_ratio"] < 1
     assert np.isclose(out["predicted_rate_scale"], out["lambda0"] / N0)
     assert out["pl_tightness"] >= 1 - 1e-9
     assert len(out["time"]) == len(out["loss"]) == len(out["pl_ratio"]) == 21
@@ -414,7 +442,7 @@ def test_run_resnet_pl_case_small():
 @pytest.mark.slow
 def test_train_resnet_digits_learns():
     out = train_resnet_digits(jax.random.PRNGKey(23), d=12, S=4, M=64, steps=300, step_size=2.0, n_train=200, n_test=200, n_saves=3)
-    assert out["status"] == "completed"
+    assert out["status"] == "successful", out["message"]
     assert out["loss_final"] < 0.5 * out["loss0"]
     assert out["final_train_accuracy"] > 0.8 and out["final_test_accuracy"] > 0.6, out["final_test_accuracy"]
     assert out["train_accuracy"].shape == out["save_times"].shape

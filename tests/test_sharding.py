@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
         assert sharded.final.positions.shape == single.final.positions.shape
         np.testing.assert_allclose(sharded.objective, single.objective, rtol=1e-12)
         np.testing.assert_allclose(sharded.final.positions, single.final.positions, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(sharded.snapshots.positions, single.snapshots.positions, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sharded.saved.positions, single.saved.positions, rtol=1e-12, atol=1e-12)
         print(param, "max |Δθ| =", float(np.abs(sharded.final.positions - single.final.positions).max()))
     print("OK")
     """

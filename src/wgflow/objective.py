@@ -1,5 +1,7 @@
 """The objective F(μ) = R(f_μ) + λ ∫ V d|μ|, its first variation F' and ∇F' (DESIGN §1).
 
+Losses live in :mod:`wgflow.losses`; the risk's convex conjugate R* (for the JKO's dual) is built here from the loss's.
+
 ``R(f) = Σ_j ℓ(f(x_j), y_j)`` (``reduction="sum"``, seed 001's loss exactly) or
 its mean over j. The first variation at a neuron θ carrying a mass of sign s is
 
@@ -26,43 +28,9 @@ from jax import Array
 
 from wgflow.chunking import Chunking, blocks
 from wgflow.errors import InputError, require
+from wgflow.losses import LOSSES, Loss, get_loss, register_loss
 from wgflow.measure import Measure
 from wgflow.units import Parameterisation, get_parameterisation
-
-# --------------------------------------------------------------------------- losses
-
-
-@dataclasses.dataclass(frozen=True)
-class Loss:
-    """A pointwise loss ℓ(f, y); its derivative in f is taken by autodiff."""
-
-    name: str
-    fn: Callable[[Array, Array], Array]
-    labels: str = "real"  # "real" or "pm1" (labels must be ±1)
-
-    def __call__(self, f: Array, y: Array) -> Array:
-        return self.fn(f, y)
-
-
-LOSSES: dict[str, Loss] = {
-    # seed 001: (f − y)², no 1/2.
-    "square": Loss("square", lambda f, y: (f - y) ** 2),
-    "logistic": Loss("logistic", lambda f, y: jax.nn.softplus(-y * f), labels="pm1"),
-}
-
-
-def register_loss(loss: Loss) -> Loss:
-    LOSSES[loss.name] = loss
-    return loss
-
-
-def get_loss(loss: str | Loss) -> Loss:
-    if isinstance(loss, Loss):
-        return loss
-    if loss not in LOSSES:
-        raise InputError("loss", f"unknown loss {loss!r}", f"use one of {sorted(LOSSES)} or register_loss(...)")
-    return LOSSES[loss]
-
 
 REDUCTIONS = ("sum", "mean")
 
@@ -129,6 +97,29 @@ class Objective(eqx.Module):
     def value(self, mu: Measure) -> Array:
         """``F(μ)``."""
         return self.risk(self.outputs(mu)) + self.penalty(mu)
+
+    def _scale(self) -> float:
+        return 1.0 if self.reduction == "sum" else 1.0 / self.n
+
+    def risk_conjugate(self, u: Array) -> Array:
+        """``R*(u) = sup_f ⟨u, f⟩ − R(f) = c Σ_j ℓ*(u_j / c; y_j)`` (c = 1 for the sum, 1/n for the mean)."""
+        c = self._scale()
+        return c * jnp.sum(self.loss._conj()(u / c, self.y))
+
+    def risk_conjugate_grad(self, u: Array) -> Array:
+        """``∇R*(u)``: the outputs f at which u = ∇R(f)."""
+        c = self._scale()
+        return self.loss.conjugate_grad(u / c, self.y)
+
+    def risk_conjugate_hess(self, u: Array) -> Array:
+        """The diagonal of ``∇²R*(u)``."""
+        c = self._scale()
+        return self.loss.conjugate_hess(u / c, self.y) / c
+
+    def risk_gap(self, f: Array, u: Array) -> Array:
+        """``R(f) + R*(u) − ⟨u, f⟩ ≥ 0`` (zero iff u = ∇R(f))."""
+        c = self._scale()
+        return c * jnp.sum(self.loss.gap(f, u / c, self.y))
 
     def risk_gradient(self, mu: Measure) -> Array:
         """``r_j = ∂R/∂f(x_j)`` at ``f_μ``: the data weights of the first variation."""

@@ -151,20 +151,33 @@ def final_vs_width(
     title: str | None = None,
     threshold: float | None = None,
     threshold_label: str = "",
+    failed: dict[str, list[np.ndarray]] | None = None,
+    failed_label: str = "run not successful (unstable or diverged)",
 ):
-    """``series`` = {label: (widths, [values per width (seeds,)])}: every seed as a dot, medians joined."""
+    """``series`` = {label: (widths, [values per width (seeds,)])}: every seed as a dot, medians joined.
+
+    ``failed`` = {label: [bool per seed, per width]}: those runs are drawn as crosses (their
+    value is where they stopped) and left out of the median.
+    """
     fig, ax = plt.subplots(figsize=(5.4, 4.0))
     rng = np.random.default_rng(0)
+    any_failed = False
     for i, (label, (widths, values)) in enumerate(series.items()):
         color = plt.cm.tab10(i)
         widths = np.asarray(widths, dtype=float)
         meds = []
-        for w, v in zip(widths, values):
-            v = np.asarray(v, dtype=float)
+        flags = (failed or {}).get(label) or [np.zeros(np.shape(v), bool) for v in values]
+        for w, v, bad in zip(widths, values, flags):
+            v, bad = np.asarray(v, dtype=float), np.asarray(bad, bool)
             jitter = w * np.exp(rng.uniform(-0.06, 0.06, size=v.shape))
-            ax.scatter(jitter, v, s=14, color=color, alpha=0.6, lw=0)
-            meds.append(np.nanmedian(v))
-        ax.plot(widths, meds, "-o", color=color, label=f"{label} (median over seeds)")
+            ax.scatter(jitter[~bad], v[~bad], s=14, color=color, alpha=0.6, lw=0)
+            if bad.any():
+                any_failed = True
+                ax.scatter(jitter[bad], v[bad], s=28, color=color, marker="x", lw=1.2)
+            meds.append(np.nanmedian(v[~bad]) if (~bad).any() else np.nan)
+        ax.plot(widths, meds, "-o", color=color, label=f"{label} (median over successful runs)")
+    if any_failed:
+        ax.scatter([], [], s=28, color="0.3", marker="x", lw=1.2, label=failed_label)
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=threshold_label)
     ax.set_xscale("log")

@@ -39,7 +39,7 @@ import numpy as np
 from wgflow import make_objective
 from wgflow.benchmarks.common import best_time, run_fresh
 from wgflow.data import teacher_student
-from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, make_problem, solve_step
+from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko_problem
 from wgflow.grid import box_grid, initial_grid_density, kernel, log_kernel
 
 
@@ -88,13 +88,13 @@ def _problem(n_grid: int, n_data: int = 100):
     obj = make_objective(ds.X, ds.y, "split", lam=1e-3)  # seed 001's loss: Σ (f − y)² + λ ∫ V d|μ|
     grid = box_grid(-3.0, 3.0, (n_grid, n_grid))
     p0 = jnp.asarray(initial_grid_density(grid, "gaussian", std=0.5, components=2))
-    prob = make_problem(obj, grid)
+    prob = jko_problem(obj, grid)
     u0 = jax.grad(obj.risk)(prob.outputs(p0))
     return prob, p0, u0
 
 
 def _timed_step(prob, p0, u0, tau, eps, solver):
-    fn = jax.jit(solve_step, static_argnums=5).lower(prob, p0, u0, tau, eps, solver).compile()
+    fn = jax.jit(lambda pb, q, u, t, e: solver(pb, q, u, t, e)).lower(prob, p0, u0, tau, eps).compile()
     t = time.perf_counter()
     out = jax.block_until_ready(fn(prob, p0, u0, tau, eps))
     return time.perf_counter() - t, out
@@ -151,8 +151,8 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
     """
     from wgflow import Measure
     from wgflow.flows import explicit_gd
-    from wgflow.flows.jko import jko, snapshot_measure
-    from wgflow.grid import symlog_grid, two_scale_grid
+    from wgflow.flows.jko import jko
+    from wgflow.grid import GridMeasure, symlog_grid, two_scale_grid
 
     ds = teacher_student(jax.random.PRNGKey(2), 40, 2, 2)
     obj = make_objective(ds.X, 2.0 * ds.y, "split", lam=1e-3, reduction="mean")  # a teacher of output scale 2
@@ -161,7 +161,7 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
     # GD from the same initial measure, as weighted particles on a fine grid (a quadrature of the
     # initial density: no sampling noise — 4000 sampled particles are ≈ 9 % off in the outputs)
     fine = box_grid(-2.0, 2.0, (160, 160))
-    particles = snapshot_measure(obj, fine, initial_grid_density(fine, "gaussian", std=std, components=2))
+    particles = GridMeasure(fine, initial_grid_density(fine, "gaussian", std=std, components=2), (1.0, -1.0)).to_measure()
     t0 = time.perf_counter()
     gd = explicit_gd(obj, particles, 2e-3, int(round(T / 2e-3)))
     t_gd = time.perf_counter() - t0
@@ -191,9 +191,9 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
     for label, grid, eps in runs:
         p0 = initial_grid_density(grid, "gaussian", std=std, components=2)
         t0 = time.perf_counter()
-        traj = jko(obj, grid, p0, 0.1, int(round(T / 0.1)), eps)
+        traj = jko(obj, p0, 0.1, int(round(T / 0.1)), grid=grid, blur=eps)
         secs = time.perf_counter() - t0
-        mu = snapshot_measure(obj, grid, traj.final)
+        mu = GridMeasure(grid, traj.final.masses, (1.0, -1.0)).to_measure()
         f = obj.outputs(mu)
         rows.append(dict(
             name=f"radial: {label}", seconds=secs, baseline_seconds=None, ratio=None, N=grid.size, eps=eps,

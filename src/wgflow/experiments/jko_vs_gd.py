@@ -43,9 +43,9 @@ from wgflow.experiments import optimum_support
 from wgflow.experiments.config import Section
 from wgflow.experiments.rundir import Progress, RunDir, atomic_write_bytes
 from wgflow.experiments.sections import DataSection
-from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko, snapshot_measure
+from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd
-from wgflow.flows.trajectory import SaveAt, Trajectory
+from wgflow.flows.solve import Monitor, SaveAt, Solution
 from wgflow.grid import GridMeasure, bin_measure, box_grid, initial_grid_density, mass_outside, sample_from_grid
 from wgflow.measure import Measure
 from wgflow.metrics import sinkhorn_divergence
@@ -159,8 +159,8 @@ def _relative_distance(f, g, y) -> float:
     return float(np.linalg.norm(np.asarray(f) - np.asarray(g)) / max(float(np.linalg.norm(np.asarray(y))), 1e-300))
 
 
-def _measures(traj: Trajectory) -> list[Measure]:
-    return [traj.snapshot(s) for s in range(len(traj.save_steps))]
+def _measures(sol: Solution) -> list[Measure]:
+    return [sol.saved_at(s) for s in range(len(sol.save_steps))]
 
 
 def fitted_order(tau: list[float], values: list[float]) -> float | None:
@@ -198,7 +198,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
         fine = box_grid(-L, L, (ladder[-1].cells,) * 2)
         p_fine = initial_grid_density(fine, "gaussian", **density)
         K = int(round(T / cfg.gd.step_size))
-        gd = explicit_gd(obj, snapshot_measure(obj, fine, p_fine), cfg.gd.step_size, K, save=save)
+        gd = explicit_gd(obj, GridMeasure(fine, p_fine, SIGNS).to_measure(), cfg.gd.step_size, K, save=save)
         gd_mus = _measures(gd)
         gd_out = [np.asarray(obj.outputs(mu)) for mu in gd_mus]
         gd_F = [float(obj.value(mu)) for mu in gd_mus]
@@ -215,10 +215,10 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
         implicit_rows = []
         if cfg.gd.implicit:
             coarse = box_grid(-L, L, (cfg.gd.implicit_cells,) * 2)
-            q0 = snapshot_measure(obj, coarse, initial_grid_density(coarse, "gaussian", **density))
+            q0 = GridMeasure(coarse, initial_grid_density(coarse, "gaussian", **density), SIGNS).to_measure()
             for rung in ladder:
                 k_steps = int(round(T / rung.tau))
-                tr = implicit_gd(obj, q0, rung.tau, k_steps, save=save)
+                tr = implicit_gd(obj, q0, rung.tau, k_steps, save=save, monitor=Monitor(policy="warn"))
                 f_T = np.asarray(obj.outputs(_measures(tr)[-1]))
                 results[f"implicit/{rung.tau:g}/times"] = tr.times
                 results[f"implicit/{rung.tau:g}/objective"] = tr.objective
@@ -242,10 +242,12 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             gd_binned = {s: GridMeasure(grid, bin_measure(grid, gd_mus[s], SIGNS, field="gd", outside="clip"), SIGNS) for s in with_S}
             outside = max(mass_outside(grid, mu) for mu in gd_mus)
             for name in rung.solvers:
-                traj = jko(obj, grid, p0, rung.tau, k_steps, blur, solver=SOLVERS[name](), save=save, strict=False)
+                # inner failures are recorded (the row's status) and the run goes on
+                traj = jko(obj, p0, rung.tau, k_steps, grid=grid, blur=blur, solver=SOLVERS[name](), monitor=Monitor(policy="warn"),
+                           save=SaveAt(times=save.times, fn=lambda t, state, problem: state.masses))
                 S, out_d, gap, sk_its, sk_ok = [], [], [], 0, True
-                for s, masses in enumerate(traj.snapshots):
-                    mu = snapshot_measure(obj, grid, masses)
+                for s, masses in enumerate(traj.saved):
+                    mu = GridMeasure(grid, masses, SIGNS).to_measure()
                     out_d.append(_relative_distance(obj.outputs(mu), gd_out[s], ds.y))
                     gap.append(abs(float(obj.value(mu)) - gd_F[s]))
                     if s in with_S:
@@ -260,7 +262,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     f"{key}/output_distance": np.array(out_d), f"{key}/objective_gap": np.array(gap),
                     f"{key}/save_times": traj.save_times,
                 })
-                diag = traj.diagnostics
+                diag = traj.stats
                 table.append({
                     "tau": rung.tau, "blur": blur, "blur_over_tau": rung.blur_over_tau, "grid": rung.cells,
                     "h": 2 * L / rung.cells, "points": 2 * rung.cells**2, "solver": name,
@@ -273,7 +275,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     "sinkhorn_iterations": sk_its, "sinkhorn_converged": sk_ok,
                 })
                 if i == len(ladder) - 1 and pictures is None:
-                    pictures = (grid, np.asarray(traj.snapshots), np.asarray(traj.save_times))
+                    pictures = (grid, np.asarray(traj.saved), np.asarray(traj.save_times))
                 tick(f"JKO {rung.cells}², τ = {rung.tau:g}, {name}")
         if pictures is not None:
             g, snaps, st = pictures
@@ -303,8 +305,8 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
         "gd": {
             "step_size": cfg.gd.step_size, "start": f"quadrature of the initial density on the {ladder[-1].cells}² grid",
             "final_objective": gd.final_objective, "excess": None if F_star is None else gd.final_objective - F_star,
-            "seconds": gd.seconds,
-            "sampled_particles": cfg.gd.particles, "sampled_output_distance": sampled_dist[-1],
+            "seconds": gd.seconds, "status": gd.status, "message": gd.message,
+            "sampled_particles": cfg.gd.particles, "sampled_status": gd.status if gs is None else gs.status, "sampled_output_distance": sampled_dist[-1],
             "sampled_final_objective": gs.final_objective,
         },
         "implicit": implicit_rows,

@@ -22,11 +22,11 @@ from pydantic import Field
 
 from wgflow import plots
 from wgflow.experiments.config import Section
-from wgflow.experiments.resnet_pl import _save_every
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
-from wgflow.flows.conditional import conditional_flow
+from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, resnet_diagnostics
 from wgflow.flows.schedules import Schedule
+from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.models.resnet import (
     ResNetParams,
     init_resnet,
@@ -57,6 +57,10 @@ class TrainSection(Section):
     dtype: Literal["float32", "float64"] = Field("float32", description="precision (float32 uses a fast vectorised cos)")
     seed: int = Field(0, description="PRNG seed")
     saves: int = Field(20, gt=1, description="times at which accuracy is measured")
+    monitor: Literal["stop", "warn", "backtrack"] = Field(
+        "backtrack", description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', "
+        "or 'backtrack' (retake it as 2, 4, … substeps)",
+    )
 
 
 class Config(Section):
@@ -89,7 +93,7 @@ def train_resnet_digits(
     rho: float = 1.0,
     beta: float = 1.0,
     n_saves: int = 20,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(policy="backtrack"),
     dtype=None,
 ) -> dict:
     """Train the conditional flow on scikit-learn's digits embedded in R^d (``resnet-digits`` study).
@@ -107,29 +111,36 @@ def train_resnet_digits(
     data = digits(kdata, d, n_train=n_train, n_test=n_test, projection=projection, input_scale=input_scale, target_scale=target_scale)
     obj = make_resnet_objective(data.X, data.Y, activation, dtype=dtype)
     params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, dtype=obj.X.dtype)
-    run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode="none", max_growth=max_growth)
     fwd = jax.jit(lambda p, X: resnet_forward(p, X, obj.activation))
-    tr_acc, te_acc, tr_loss, te_loss = ([] for _ in range(4))
-    for i in range(len(run.save_times)):
-        p = ResNetParams(*(jnp.asarray(a[i]) for a in (run.snapshots.U, run.snapshots.W, run.snapshots.B)))
-        out = np.asarray(fwd(p, obj.X))
-        tr_acc.append(float(np.mean(classify(out, data.targets) == data.labels)))
-        tr_loss.append(0.5 * float(np.mean(np.sum((out - data.Y) ** 2, axis=1))))
-        if data.X_test is not None and len(data.X_test):
-            out_t = np.asarray(fwd(p, jnp.asarray(data.X_test, obj.X.dtype)))
-            te_acc.append(float(np.mean(classify(out_t, data.targets) == data.labels_test)))
-            te_loss.append(0.5 * float(np.mean(np.sum((out_t - data.Y_test) ** 2, axis=1))))
-        else:
-            te_acc.append(float("nan"))
-            te_loss.append(float("nan"))
+    X_test = None if data.X_test is None or not len(data.X_test) else jnp.asarray(data.X_test, obj.X.dtype)
+    base = resnet_diagnostics(params0, "none")
+
+    def measure(t, params, objective):  # at each save, in the loop: λ₀ and both accuracies
+        out = np.asarray(fwd(params, objective.X))
+        row = {"lambda0": base(t, params, objective)["lambda0"],
+               "train_accuracy": float(np.mean(classify(out, data.targets) == data.labels)),
+               "train_loss": 0.5 * float(np.mean(np.sum((out - data.Y) ** 2, axis=1))),
+               "test_accuracy": float("nan"), "test_loss": float("nan")}
+        if X_test is not None:
+            out_t = np.asarray(fwd(params, X_test))
+            row["test_accuracy"] = float(np.mean(classify(out_t, data.targets) == data.labels_test))
+            row["test_loss"] = 0.5 * float(np.mean(np.sum((out_t - data.Y_test) ** 2, axis=1)))
+        return row
+
+    every = max(1, steps // max(1, n_saves))
+    sol = conditional_flow(obj, params0, step_size, steps, save=SaveAt(every=every, fn=measure), monitor=monitor)
+    saved = {k: np.array([sol.saved_at(i)[k] for i in range(len(sol.save_steps))])
+             for k in ("lambda0", "train_accuracy", "train_loss", "test_accuracy", "test_loss")}
+    grad_sq = sol.stats["grad_sq"]
+    loss = sol.objective
     return {
-        "time": run.times, "loss": run.loss, "pl_ratio": run.pl_ratio, "save_times": run.save_times,
-        "train_loss": np.array(tr_loss), "test_loss": np.array(te_loss),
-        "train_accuracy": np.array(tr_acc), "test_accuracy": np.array(te_acc),
-        "lambda0_t": run.lambda0, "lambda0": float(run.lambda0[0]),
-        "final_train_accuracy": tr_acc[-1], "final_test_accuracy": te_acc[-1],
-        "loss0": float(run.loss[0]), "loss_final": float(run.loss[-1]), "fitted_rate": run.fitted_rate().rate,
-        "status": run.status, "message": run.message, "seconds": run.seconds,
+        "time": sol.times, "loss": loss, "pl_ratio": grad_sq / loss[: len(grad_sq)], "save_times": sol.save_times,
+        "train_loss": saved["train_loss"], "test_loss": saved["test_loss"],
+        "train_accuracy": saved["train_accuracy"], "test_accuracy": saved["test_accuracy"],
+        "lambda0_t": saved["lambda0"], "lambda0": float(saved["lambda0"][0]),
+        "final_train_accuracy": float(saved["train_accuracy"][-1]), "final_test_accuracy": float(saved["test_accuracy"][-1]),
+        "loss0": float(loss[0]), "loss_final": float(loss[-1]), "fitted_rate": fitted_loss_rate(sol).rate,
+        "status": sol.status, "message": sol.message, "retaken_steps": int(sol.loop.retakes), "seconds": sol.seconds,
         "config": {"d": d, "S": S, "M": M, "steps": steps, "step_size": step_size if not callable(step_size) else "schedule",
                    "n_train": n_train, "n_test": n_test, "projection": projection, "input_scale": input_scale,
                    "target_scale": target_scale, "activation": activation, "init": init, "rho": rho, "beta": beta},
@@ -146,14 +157,14 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             jax.random.PRNGKey(cfg.train.seed), cfg.data.d, cfg.model.depth, cfg.model.width, cfg.train.steps,
             cfg.train.step_size, n_train=cfg.data.n_train, n_test=cfg.data.n_test, projection=cfg.data.projection,
             activation=cfg.model.activation, init=cfg.model.init, n_saves=cfg.train.saves,
-            dtype=jnp.float64 if cfg.train.dtype == "float64" else jnp.float32,
+            dtype=jnp.float64 if cfg.train.dtype == "float64" else jnp.float32, monitor=Monitor(policy=cfg.train.monitor),
         )
         bar.update(1)
     keys = ("time", "loss", "save_times", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "lambda0_t")
     results = {k: np.asarray(out[k]) for k in keys}
     summary = {
         "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start,
-        **{k: out[k] for k in ("final_train_accuracy", "final_test_accuracy", "lambda0", "loss0", "loss_final", "fitted_rate", "status", "message")},
+        **{k: out[k] for k in ("final_train_accuracy", "final_test_accuracy", "lambda0", "loss0", "loss_final", "fitted_rate", "status", "message", "retaken_steps")},
         "table": [{"time": float(t), "train_loss": float(a), "test_loss": float(b), "train_accuracy": float(c), "test_accuracy": float(e)}
                   for t, a, b, c, e in zip(results["save_times"], results["train_loss"], results["test_loss"], results["train_accuracy"], results["test_accuracy"])],
     }

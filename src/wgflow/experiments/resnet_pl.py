@@ -30,9 +30,9 @@ from wgflow import plots
 from wgflow.experiments.config import Section
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
-from wgflow.flows.conditional import conditional_flow
+from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, path_length
 from wgflow.flows.schedules import Schedule
-from wgflow.flows.trajectory import SaveAt
+from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.metrics.resnet import PL_CONSTANT
 from wgflow.models.resnet import _positive_int, init_resnet, make_resnet_objective
 
@@ -88,6 +88,11 @@ class TrainSection(Section):
     step_size: float = Field(1.0, gt=0, description="step size η (flow time per step)")
     dtype: Literal["float32", "float64"] = Field("float64", description="precision")
     seed: int = Field(0, description="PRNG seed (data and initialisation)")
+    monitor: Literal["stop", "warn", "backtrack"] = Field(
+        "backtrack", description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', "
+        "or 'backtrack' (retake it as 2, 4, … substeps: the fitted rates are those of a monotone descent)",
+    )
+    rise_rtol: float = Field(1e-3, gt=0, lt=1, description="a rise of the loss above its running minimum by more than this (relative) counts")
 
 
 class Config(Section):
@@ -109,6 +114,11 @@ def _label(case) -> str:
 
 
 # --------------------------------------------------------------------------- the study driver
+
+
+def _saved_list(sol) -> list[dict]:
+    """The saved diagnostics of a conditional flow, one dict per save."""
+    return [sol.saved_at(i) for i in range(len(sol.save_steps))]
 
 
 def _save_every(steps: int, n_saves: int) -> SaveAt:
@@ -137,7 +147,7 @@ def run_resnet_pl_case(
     n_saves: int = 10,
     dcot_mode: str = "exact",
     rate_window: tuple[float, float] | None = None,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(policy="backtrack"),
     dtype=None,
 ) -> dict:
     """One run for the ``resnet-pl`` study: near-identity data, seed-003 init, the conditional flow.
@@ -148,7 +158,7 @@ def run_resnet_pl_case(
     (min over the run of ‖∇L‖²/L), ``pl_bound`` = (2/N)λ₀, ``pl_tightness`` = pl_init/pl_bound (≥ 1),
     ``fitted_rate`` (least squares on log L, ``rate_window``), ``predicted_rate_scale`` = λ₀/N,
     ``rate_over_scale`` = fitted/predicted, ``dcot_final``, ``path_length_final``, ``diverged``,
-    ``status``, ``message``, ``seconds``; per-step arrays ``time``, ``loss``, ``pl_ratio``,
+    ``status``, ``message``, ``retaken_steps``, ``max_relative_rise``, ``seconds``; per-step arrays ``time``, ``loss``, ``pl_ratio``,
     ``grad_sq``, ``path_length``; at save times ``save_times``, ``lambda0_t``, ``dcot_identity``,
     ``dcot_exact``; and ``config``. The key is split into (data, init). ``dtype``: float32 or float64
     (default: float64 when ``jax_enable_x64`` is on).
@@ -162,18 +172,24 @@ def run_resnet_pl_case(
     data = near_identity(kdata, N, d, delta, n_features=n_features, bandwidth=bandwidth, inputs=inputs)
     obj = make_resnet_objective(data.X, data.Y, activation, freeze_features=freeze_features, dtype=dtype)
     params0 = init_resnet(kinit, S, M, d, init=init, rho=rho, beta=beta, feature_law=feature_law, dtype=obj.X.dtype)
-    run = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode=dcot_mode, max_growth=max_growth)
-    lam0 = float(run.lambda0[0])
-    fit = run.fitted_rate(rate_window)
+    sol = conditional_flow(obj, params0, step_size, steps, save=_save_every(steps, n_saves), dcot_mode=dcot_mode, monitor=monitor)
+    diag = {k: np.array([v[k] for v in _saved_list(sol)]) for k in ("grad_sq", "lambda0", "lambda_bar", "dcot_identity", "dcot_exact")}
+    loss = sol.objective
+    grad_sq = sol.stats["grad_sq"]
+    if len(grad_sq) < len(loss):  # a completed run: the last state's ‖∇L‖² is the last saved one
+        grad_sq = np.append(grad_sq, diag["grad_sq"][-1])
+    pl = grad_sq / loss
+    lam0 = float(diag["lambda0"][0])
+    fit = fitted_loss_rate(sol, rate_window)
     pred = lam0 / N
     pl_bound = PL_CONSTANT(N) * lam0
-    pl = run.pl_ratio
+    path = path_length(sol)
     return {
         "lambda0": lam0,
-        "lambda_bar": float(run.lambda_bar[0]),
-        "loss0": float(run.loss[0]),
-        "loss_final": float(run.loss[-1]),
-        "loss_ratio": float(run.loss[-1] / run.loss[0]),
+        "lambda_bar": float(diag["lambda_bar"][0]),
+        "loss0": float(loss[0]),
+        "loss_final": float(loss[-1]),
+        "loss_ratio": float(loss[-1] / loss[0]),
         "pl_init": float(pl[0]),
         "pl_min": float(np.nanmin(pl)),
         "pl_bound": pl_bound,
@@ -182,21 +198,23 @@ def run_resnet_pl_case(
         "fit_r2": fit.r2,
         "predicted_rate_scale": pred,
         "rate_over_scale": fit.rate / pred if pred > 0 else float("nan"),
-        "dcot_final": float(run.dcot_exact[-1]) if dcot_mode == "exact" else float(run.dcot_identity[-1]),
-        "path_length_final": float(run.path_length[-1]),
-        "diverged": run.status == "diverged",
-        "status": run.status,
-        "message": run.message,
-        "seconds": run.seconds,
-        "time": run.times,
-        "loss": run.loss,
+        "dcot_final": float(diag["dcot_exact"][-1]) if dcot_mode == "exact" else float(diag["dcot_identity"][-1]),
+        "path_length_final": float(path[-1]),
+        "diverged": sol.status == "diverged",
+        "status": sol.status,
+        "message": sol.message,
+        "retaken_steps": int(sol.loop.retakes),
+        "max_relative_rise": float(sol.loop.max_rise),
+        "seconds": sol.seconds,
+        "time": sol.times,
+        "loss": loss,
         "pl_ratio": pl,
-        "grad_sq": run.grad_sq,
-        "path_length": run.path_length,
-        "save_times": run.save_times,
-        "lambda0_t": run.lambda0,
-        "dcot_identity": run.dcot_identity,
-        "dcot_exact": run.dcot_exact,
+        "grad_sq": grad_sq,
+        "path_length": path,
+        "save_times": sol.save_times,
+        "lambda0_t": diag["lambda0"],
+        "dcot_identity": diag["dcot_identity"],
+        "dcot_exact": diag["dcot_exact"],
         "config": {"N": N, "d": d, "S": S, "M": M, "init": init, "delta": delta, "steps": steps,
                    "step_size": step_size if not callable(step_size) else "schedule",
                    "activation": activation, "rho": rho, "beta": beta, "feature_law": feature_law, "freeze_features": freeze_features,
@@ -219,18 +237,19 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             out = run_resnet_pl_case(
                 jax.random.PRNGKey(cfg.train.seed), N, cfg.model.d, cfg.model.depth, cfg.model.width, init, delta,
                 cfg.train.steps, cfg.train.step_size, activation=cfg.model.activation, rho=cfg.model.rho,
-                beta=cfg.model.beta, dtype=dtype,
+                beta=cfg.model.beta, dtype=dtype, monitor=Monitor(policy=cfg.train.monitor, rtol=cfg.train.rise_rtol),
             )
             row = {"case": _label((N, init, delta)), "N": N, "init": init, "delta": delta}
             row.update({k: out[k] for k in SCALARS})
-            row.update(status=out["status"], diverged=out["diverged"])
+            row.update(status=out["status"], diverged=out["diverged"], retaken_steps=out["retaken_steps"],
+                       max_relative_rise=out["max_relative_rise"], message=out["message"])
             table.append(row)
             for k in ("time", "loss", "pl_ratio"):
                 results[f"{i}/{k}"] = np.asarray(out[k])
             bar.update(i + 1, row["case"])
     summary = {
         "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start, "pl_constant": "2/N", "table": table,
-        "print_columns": ["case", "lambda0", "pl_min", "pl_tightness", "fitted_rate", "predicted_rate_scale", "rate_over_scale", "loss_ratio", "status"],
+        "print_columns": ["case", "lambda0", "pl_min", "pl_tightness", "fitted_rate", "predicted_rate_scale", "rate_over_scale", "loss_ratio", "retaken_steps", "status"],
     }
     rd.save_npz("results.npz", **results)
     rd.write_json("summary.json", summary)

@@ -38,9 +38,9 @@ from wgflow.experiments.sections import (
     SweepSection,
     recorded_steps,
 )
-from wgflow.flows.particle import explicit_gd_sweep
+from wgflow.flows.particle import ExplicitGD, explicit_gd_sweep
 from wgflow.flows.schedules import times as schedule_times
-from wgflow.flows.trajectory import SaveAt
+from wgflow.flows.solve import Monitor, SaveAt, initial_loop_state, result_name
 from wgflow.init import initial_measure
 from wgflow.measure import Measure, stack_padded
 from wgflow.objective import Objective, make_objective
@@ -61,11 +61,20 @@ class ModelSection(Section):
 
 
 class TrainSection(ScheduleSection):
-    """Explicit particle gradient descent."""
+    """Explicit particle gradient descent, under the solve loop's monitor."""
 
-    grad_tol: float = Field(1e-4, gt=0, description="a run has converged when its final ‖∇F'‖_{L²(μ)} is below this")
-    max_growth: float = Field(1e6, gt=1, description="a run whose objective grows by this factor is stopped as diverged")
+    grad_tol: float = Field(1e-4, gt=0, description="a run has converged when its final ‖∇F'‖_{L²(|μ|)} is below this")
     success_tol: float = Field(1e-3, gt=0, description="success: relative excess (F − F*)/F* below this (ReLU, certified F*)")
+    monitor: Literal["stop", "warn", "backtrack"] = Field(
+        "backtrack",
+        description="a step whose F rises above its running minimum: 'stop' the run (status unstable), 'warn' and go on, "
+        "or 'backtrack' (retake it as 2, 4, … substeps, so that every run is a monotone descent)",
+    )
+    rise_rtol: float = Field(1e-3, gt=0, lt=1, description="a rise of F above its running minimum by more than this (relative to it) counts as unstable")
+    max_growth: float = Field(1e6, gt=1, description="a run whose objective grows by this factor is stopped as diverged")
+
+    def make_monitor(self) -> Monitor:
+        return Monitor(policy=self.monitor, rtol=self.rise_rtol, max_growth=self.max_growth)
 
 
 class Config(Section):
@@ -123,14 +132,19 @@ def width_groups(cfg: Config, n: int) -> list[list[int]]:
 def _final_diagnostics(objective: Objective, mus: Measure):
     def one(mu):
         F, v = objective.value_and_velocity(mu)
-        w = jnp.abs(mu.masses)
-        return F, jnp.sqrt(jnp.sum(w * jnp.sum(v * v, axis=-1)) / jnp.sum(w))
+        return F, jnp.sqrt(jnp.sum(jnp.abs(mu.masses) * jnp.sum(v * v, axis=-1)))
 
     return jax.vmap(one)(mus)
 
 
 def _group_key(param: str, m: int) -> str:
     return f"{param}/m{m}"
+
+
+def snapshot_steps(num_steps: int, count: int) -> np.ndarray:
+    """About ``count`` saved steps, log-spaced in 1..K with 0: the early descent and the late
+    convergence are both in the paths figure and the animation."""
+    return np.unique(np.concatenate([[0], np.geomspace(1, num_steps, max(count - 1, 1)).round().astype(int)]))
 
 
 # --------------------------------------------------------------------------- run
@@ -143,12 +157,13 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     K = len(etas)
     t = schedule_times(etas)
     rec = recorded_steps(K, cfg.output.metrics_points)
-    snaps = np.unique(np.linspace(0, K, cfg.output.snapshots).round().astype(int))
+    snaps = snapshot_steps(K, cfg.output.snapshots)
     fp = fingerprint(dump_toml(cfg))
+    monitor = cfg.train.make_monitor()
     groups = [(p, ws) for p in cfg.model.parameterisations for ws in width_groups(cfg, ds.n)]
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
     start = time.perf_counter()
-    optima = {}
+    optima, messages = {}, {}
     n_seeds = len(cfg.sweep.seeds)
     with Progress(len(groups) * K, cfg.name, enabled=progress) as bar:
         for gi, (param, widths) in enumerate(groups):
@@ -156,42 +171,42 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             if param not in optima:
                 optima[param] = optimum_support.global_minimum(objective)
             mus = _initial_batch(cfg, param, widths, objective.d, dtype)
-            R = mus.positions.shape[0]
-            state0 = {"mus": mus, "stopped": np.zeros(R, bool)}
+            state0 = {"loop": initial_loop_state(ExplicitGD(), objective, mus, monitor=monitor, batched=True)}
 
             def advance(state, k0, k1, objective=objective, gi=gi):
                 local_rec = rec[(rec >= k0) & (rec < k1)]
-                local_snap = snaps[(snaps >= k0) & (snaps < k1)]
+                local_snap = snaps[(snaps > k0) & (snaps <= k1)]
 
                 def cb(k, _t, F):
-                    bar.update(gi * K + k0 + k, f"F median {np.nanmedian(F):.4g}")
+                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}")
 
-                bt = explicit_gd_sweep(
-                    objective, state["mus"], lambda k: etas[k0 + k], k1 - k0,
-                    save=SaveAt(steps=(local_snap - k0).tolist()), max_growth=cfg.train.max_growth,
-                    block_size=1000, callback=cb, stopped=state["stopped"],
+                sol = explicit_gd_sweep(
+                    objective, state["loop"], lambda k: etas[k0 + k], k1 - k0,
+                    save=SaveAt(steps=(local_snap - k0).tolist()), monitor=monitor, block_size=1000, callback=cb,
                 )
-                idx = {s: i for i, s in enumerate(bt.save_steps)}
-                stopped = np.asarray(state["stopped"]) | (bt.stop_step < (k1 - k0))
+                at = [int(np.flatnonzero(sol.save_steps == s - k0)[0]) for s in local_snap]
                 out = {
-                    "objective": bt.objective[:, local_rec - k0],
-                    "speed": bt.diagnostics["speed"][:, local_rec - k0],
-                    "snap_positions": np.stack([bt.snapshots.positions[idx[s - k0]] for s in local_snap]) if len(local_snap) else np.zeros((0, *mus.positions.shape)),
-                    "stop_step": np.where(bt.stop_step < (k1 - k0), bt.stop_step + k0, K)[None],
+                    "objective": sol.objective[:, local_rec - k0],
+                    "speed": sol.stats["speed"][:, local_rec - k0],
+                    "snap_positions": np.asarray(sol.saved.positions)[:, at].swapaxes(0, 1) if len(at) else np.zeros((0, *mus.positions.shape)),
                 }
-                return {"mus": bt.final, "stopped": stopped}, out
+                return {"loop": sol.loop}, out
 
             state, records = run_segments(
                 rd, f"{param}-m{'-'.join(map(str, widths))}", K, cfg.output.checkpoint_every, state0, advance,
                 resume=resume, fingerprint=fp, concat_axis={"objective": 1, "speed": 1},
             )
-            final = Measure(jnp.asarray(state["mus"].positions), jnp.asarray(state["mus"].masses))
+            loop = state["loop"]
+            final = Measure(jnp.asarray(loop.state.positions), jnp.asarray(loop.state.masses))
             F_end, speed_end = (np.asarray(a) for a in _final_diagnostics(objective, final))
-            stop_step = records["stop_step"].min(axis=0)
-            F_end = np.where(stop_step < K, np.nan, F_end)
-            objective_all = np.concatenate([records["objective"], F_end[:, None]], axis=1)
-            speed_all = np.concatenate([records["speed"], speed_end[:, None]], axis=1)
-            snaps_all = np.concatenate([records["snap_positions"], np.asarray(final.positions)[None]], axis=0)
+            stop_step = np.asarray(loop.step)
+            codes = np.asarray(loop.result)
+            kept = stop_step >= K
+            objective_all = np.concatenate([records["objective"], np.where(kept, F_end, np.nan)[:, None]], axis=1)
+            speed_all = np.concatenate([records["speed"], np.where(kept, speed_end, np.nan)[:, None]], axis=1)
+            snaps_all = np.concatenate([np.asarray(mus.positions)[None], records["snap_positions"]], axis=0)
+            # the last values of a run that stopped early: F and ‖v‖ at its last state
+            last_F = F_end
             for i, m in enumerate(widths):  # split the group back into widths (and drop the padding)
                 rows = slice(i * n_seeds, (i + 1) * n_seeds)
                 key = _group_key(param, m)
@@ -200,60 +215,97 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 results[f"{key}/snapshots"] = snaps_all[:, rows, :m]
                 results[f"{key}/masses"] = np.asarray(final.masses)[rows, :m]
                 results[f"{key}/stop_step"] = stop_step[rows]
+                results[f"{key}/result"] = codes[rows]
+                results[f"{key}/last_objective"] = last_F[rows]
+                results[f"{key}/last_speed"] = speed_end[rows]
+                results[f"{key}/stop_time"] = t[np.minimum(stop_step[rows], K)]
+                results[f"{key}/retakes"] = np.asarray(loop.retakes)[rows]
+                results[f"{key}/max_substeps"] = 2 ** np.asarray(loop.max_level)[rows]
+                results[f"{key}/events"] = np.asarray(loop.events)[rows]
+                results[f"{key}/max_rise"] = np.asarray(loop.max_rise)[rows]
+                messages[key] = [_run_message(param, m, seed, loop, i * n_seeds + r, K, t, monitor) for r, seed in enumerate(cfg.sweep.seeds)]
     seconds = time.perf_counter() - start
     for param, opt in optima.items():
         if opt is not None:
             results[f"{param}/global_min"] = np.asarray(opt.value)
     rd.save_npz("results.npz", **results)
-    summary = summarise(cfg, results, optima, seconds)
+    summary = summarise(cfg, results, optima, seconds, messages)
     rd.write_json("summary.json", summary)
     rd.write_text("metrics.csv", metrics_csv(cfg, results))
     draw(cfg, rd, results, summary)
     return summary
 
 
-def summarise(cfg: Config, results: dict, optima: dict, seconds: float) -> dict:
+def _run_message(param: str, m: int, seed: int, loop, r: int, K: int, t: np.ndarray, monitor: Monitor) -> str:
+    """One run's message, as the solve loop words it, for the summary."""
+    from wgflow.flows.solve import _host_loop, _message
+
+    host = _host_loop(loop)
+    host["time"] = np.asarray(t[np.minimum(np.asarray(loop.step), K)])
+    return f"{param}, m = {m}, seed {seed}: " + _message("explicit GD", ExplicitGD(), None, host, r, K, monitor, None)
+
+
+def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages: dict | None = None) -> dict:
+    """Per run: final F and ‖v‖, result code, backtracking, excess and success; per (parameterisation,
+    width): counts of each result, of backtracked runs, and the success fraction."""
     runs, table = [], []
     K = cfg.train.num_steps
     for param in cfg.model.parameterisations:
         opt = optima.get(param)
         for m in cfg.sweep.widths:
             key = _group_key(param, m)
-            F = results[f"{key}/objective"][:, -1]
-            speed = results[f"{key}/speed"][:, -1]
-            stop = results[f"{key}/stop_step"]
-            excess_rows = []
+            F = results[f"{key}/last_objective"]
+            speed = results[f"{key}/last_speed"]
+            codes = results[f"{key}/result"]
+            retakes = results[f"{key}/retakes"]
+            group = []
             for r, seed in enumerate(cfg.sweep.seeds):
+                status = result_name(codes[r])
                 row = {
-                    "parameterisation": param, "width": m, "seed": seed,
+                    "parameterisation": param, "width": m, "seed": seed, "status": status,
                     "final_objective": F[r], "final_grad_norm": speed[r],
-                    "converged": bool(stop[r] >= K and speed[r] < cfg.train.grad_tol),
-                    "status": "diverged" if stop[r] < K else "completed",
+                    "stop_step": int(results[f"{key}/stop_step"][r]), "stop_time": float(results[f"{key}/stop_time"][r]),
+                    "converged": bool(status == "successful" and speed[r] < cfg.train.grad_tol),
+                    "retaken_steps": int(retakes[r]), "max_substeps": int(results[f"{key}/max_substeps"][r]),
+                    "flagged_steps": int(results[f"{key}/events"][r]), "max_relative_rise": float(results[f"{key}/max_rise"][r]),
                 }
+                if messages is not None:
+                    row["message"] = messages[key][r]
                 if opt is not None:
                     ex, rel = optimum_support.excess(F[r], opt)
-                    row.update(excess=ex, relative_excess=rel, success=bool(np.isfinite(rel) and rel < cfg.train.success_tol))
-                    excess_rows.append(row)
-                runs.append(row)
+                    ok = status == "successful" and bool(np.isfinite(rel) and rel < cfg.train.success_tol)
+                    row.update(excess=ex, relative_excess=rel, success=ok)
+                group.append(row)
+            runs.extend(group)
+            Ff = np.array([r["final_objective"] for r in group], float)
             entry = {
-                "parameterisation": param, "width": m, "seeds": len(cfg.sweep.seeds),
-                "converged": int(sum(r["converged"] for r in runs[-len(cfg.sweep.seeds):])),
-                "median_final_objective": float(np.nanmedian(F)) if np.isfinite(F).any() else None,
-                "min_final_objective": float(np.nanmin(F)) if np.isfinite(F).any() else None,
+                "parameterisation": param, "width": m, "seeds": len(group),
+                "successful": sum(r["status"] == "successful" for r in group),
+                "unstable": sum(r["status"] == "unstable" for r in group),
+                "diverged": sum(r["status"] == "diverged" for r in group),
+                "backtracked": sum(r["retaken_steps"] > 0 for r in group),
+                "converged": sum(r["converged"] for r in group),
+                "median_final_objective": float(np.nanmedian(Ff)) if np.isfinite(Ff).any() else None,
+                "min_final_objective": float(np.nanmin(Ff)) if np.isfinite(Ff).any() else None,
             }
             if opt is not None:
-                entry["success_fraction"] = float(np.mean([r["success"] for r in excess_rows]))
-                entry["median_excess"] = float(np.nanmedian([r["excess"] for r in excess_rows]))
-                entry["median_relative_excess"] = float(np.nanmedian([r["relative_excess"] for r in excess_rows]))
+                entry["success_fraction"] = float(np.mean([r["success"] for r in group]))
+                entry["median_excess"] = float(np.nanmedian([r["excess"] for r in group]))
+                entry["median_relative_excess"] = float(np.nanmedian([r["relative_excess"] for r in group]))
             table.append(entry)
+    cols = ["parameterisation", "width", "seeds", "successful", "unstable", "diverged", "backtracked", "converged"]
+    if any(optima.get(p) for p in cfg.model.parameterisations):
+        cols += ["success_fraction", "median_relative_excess"]
     return {
         "experiment": cfg.name,
         "kind": KIND,
         "final_time": float(results["times"][-1]),
         "num_steps": K,
         "seconds": seconds,
+        "monitor": {"policy": cfg.train.monitor, "rise_rtol": cfg.train.rise_rtol, "max_growth": cfg.train.max_growth},
         "global_min": {p: (optimum_support.describe(o) if o is not None else None) for p, o in optima.items()},
         "success_tol": cfg.train.success_tol,
+        "print_columns": cols,
         "table": table,
         "runs": runs,
     }
@@ -295,8 +347,10 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             masses = results[f"{key}/masses"][seed0]
             coords, signs = plane_coordinates(unit, snaps, masses)
             coords, signs = coords[..., :2], signs[-1]
-            F_end = results[f"{key}/objective"][seed0, -1]
-            panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}"}
+            F_end = results[f"{key}/last_objective"][seed0]
+            status = result_name(results[f"{key}/result"][seed0])
+            note = "" if status == "successful" else f" ({status} at t = {results[f'{key}/stop_time'][seed0]:.3g})"
+            panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}{note}"}
             panels.append(panel)
             animated = "lifted" if "lifted" in cfg.model.parameterisations else cfg.model.parameterisations[0]
             if param == animated:
@@ -323,17 +377,18 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
     rd.savefig(fig, "objective")
     plots.close(fig)
 
-    series = {}
+    series, failed = {}, {}
     any_opt = any(optima.get(p) for p in cfg.model.parameterisations)
     floor = 1e-12  # the certificate's own precision: a relative excess below it is "at the optimum"
     for param in cfg.model.parameterisations:
         fstar = (optima.get(param) or {}).get("value")
-        finals = [results[f"{_group_key(param, m)}/objective"][:, -1] for m in cfg.sweep.widths]
+        finals = [results[f"{_group_key(param, m)}/last_objective"] for m in cfg.sweep.widths]
         if any_opt and fstar:
             finals = [np.maximum((v - fstar) / fstar, floor) for v in finals]
         series[param] = (np.asarray(cfg.sweep.widths), finals)
+        failed[param] = [results[f"{_group_key(param, m)}/result"] != 0 for m in cfg.sweep.widths]
     fig = plots.final_vs_width(
-        series,
+        series, failed=failed,
         ylabel=r"final relative excess $(F(\mu_T) - F^*)/F^*$" if any_opt else r"final objective $F(\mu_T)$",
         title=f"{cfg.name}: at t = {results['times'][-1]:.4g}" + (" (values below 1e-12 drawn at 1e-12)" if any_opt else ""),
         threshold=cfg.train.success_tol if any_opt else None,

@@ -14,26 +14,18 @@ along the run (all restated with derivations in ``docs/resnet.md``):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
 from wgflow.errors import InputError, require
-from wgflow.flows.schedules import Schedule, step_sizes
-from wgflow.flows.trajectory import SaveAt, Trajectory, integrate
-from wgflow.metrics.resnet import (
-    DCOT_MODES,
-    RateFit,
-    _lambda_stats,
-    dcot,
-    fitted_rate,
-    layer_kernels,
-)
+from wgflow.flows.schedules import Schedule
+from wgflow.flows.solve import RESULTS, AbstractFlow, Monitor, SaveAt, Solution, StepInfo, solve
+from wgflow.metrics.resnet import DCOT_MODES, RateFit, _lambda_stats, dcot, fitted_rate, layer_kernels
 from wgflow.models.resnet import (
     ResNetObjective,
     ResNetParams,
@@ -64,16 +56,23 @@ def resnet_step(objective: ResNetObjective, params: ResNetParams, eta: Array, *,
     return new, adj.loss, diag
 
 
-@dataclasses.dataclass(frozen=True)
-class _Step:
-    with_lambda0: bool = False
+class ConditionalFlow(AbstractFlow):
+    """The explicit conditional flow ``ω ← ω − η ∇L[μ](s, ω)`` of a :class:`ResNetObjective`.
 
-    def __call__(self, objective, params, eta):
-        return resnet_step(objective, params, eta, with_lambda0=self.with_lambda0)
+    The state is the :class:`ResNetParams`. L decreases along a stable step, so the monitor
+    checks rises. Stats: ``grad_sq`` = ‖∇L[μ]‖²_{L²(μ)}, ``pl_ratio`` = grad_sq / L, ``speed`` =
+    √grad_sq (dL/dt = −speed²) and, with ``with_lambda0``, ``lambda0`` at every step.
+    """
 
+    with_lambda0: bool = eqx.field(static=True, default=False)
+    name: ClassVar[str] = "conditional flow"
 
-def _loss_value(objective: ResNetObjective, params: ResNetParams) -> Array:
-    return resnet_loss(params, objective.X, objective.Y, objective.activation)
+    def step(self, objective: ResNetObjective, params: ResNetParams, dt: Array) -> tuple[ResNetParams, StepInfo]:
+        new, loss, diag = resnet_step(objective, params, dt, with_lambda0=self.with_lambda0)
+        return new, StepInfo(loss, RESULTS.successful, {**diag, "speed": jnp.sqrt(diag["grad_sq"])})
+
+    def value(self, objective: ResNetObjective, params: ResNetParams) -> Array:
+        return resnet_loss(params, objective.X, objective.Y, objective.activation)
 
 
 @eqx.filter_jit
@@ -82,51 +81,34 @@ def _grad_and_states(objective: ResNetObjective, params: ResNetParams) -> tuple[
     return grad_norm_sq(adj.gradient), adj.states
 
 
-@dataclasses.dataclass(frozen=True)
-class ResNetRun:
-    """The record of a conditional flow.
+def resnet_diagnostics(params0: ResNetParams, dcot_mode: str = "exact") -> Callable:
+    """A :class:`~wgflow.flows.solve.SaveAt` ``fn``: at each saved state, a dict of the ``params``,
+    ``grad_sq`` = ‖∇L[μ]‖², ``lambda0`` = λ₀ (mean over layers of λ_min(K_s)), ``lambda_bar`` (λ_min
+    of the depth-averaged kernel), and D_COT to ``params0``: ``dcot_identity`` (the coupling by
+    index, an upper bound) and ``dcot_exact`` (POT, per layer; NaN unless ``dcot_mode="exact"``).
+    ``dcot_mode="none"`` leaves both NaN."""
+    require(dcot_mode in DCOT_MODES, "dcot_mode", f"unknown mode {dcot_mode!r}", f"use one of {list(DCOT_MODES)}")
 
-    Per step k = 0..K (aligned with ``times``): ``loss`` L(μ_k), ``grad_sq`` ‖∇L[μ_k]‖²_{L²(μ_k)},
-    ``pl_ratio`` grad_sq/L, ``path_length`` ∫₀^t ‖∇L‖ dt (Riemann sum of the explicit steps:
-    an upper bound on the identity-coupling D_COT(μ_t, μ₀) of the discrete scheme),
-    ``lambda0_steps`` (only with ``lambda0_every_step``).
-    At save times: ``snapshots`` (ResNetParams stacked), ``lambda0``, ``lambda_bar``
-    (λ_min of the depth-averaged kernel), ``dcot_identity``, ``dcot_exact`` (NaN if not computed).
-    ``trajectory``: the underlying :class:`~wgflow.flows.trajectory.Trajectory`.
-    """
+    def fn(t, params: ResNetParams, objective: ResNetObjective) -> dict:
+        gsq, xs = _grad_and_states(objective, params)
+        lam, lbar = _lambda_stats(objective, params, xs)
+        d_id = d_ex = float("nan")
+        if dcot_mode != "none":
+            dc = dcot(params, params0, exact=dcot_mode == "exact")
+            d_id = dc.identity
+            d_ex = float("nan") if dc.exact is None else dc.exact
+        return {"params": params.to_numpy(), "grad_sq": float(gsq), "lambda0": lam, "lambda_bar": lbar,
+                "dcot_identity": d_id, "dcot_exact": d_ex}
 
-    times: np.ndarray
-    loss: np.ndarray
-    grad_sq: np.ndarray
-    pl_ratio: np.ndarray
-    path_length: np.ndarray
-    lambda0_steps: np.ndarray | None
-    save_times: np.ndarray
-    save_steps: np.ndarray
-    snapshots: ResNetParams
-    lambda0: np.ndarray
-    lambda_bar: np.ndarray
-    dcot_identity: np.ndarray
-    dcot_exact: np.ndarray
-    final: ResNetParams
-    status: str
-    message: str
-    seconds: float
-    trajectory: Trajectory
+    return fn
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
 
-    @property
-    def num_steps(self) -> int:
-        return len(self.times) - 1
-
-    def fitted_rate(self, window: tuple[float, float] | None = None) -> RateFit:
-        return fitted_rate(self.times, self.loss, window)
-
-    def snapshot(self, i: int) -> ResNetParams:
-        return jax.tree_util.tree_map(lambda a: a[i], self.snapshots)
+def path_length(solution: Solution) -> np.ndarray:
+    """``∫₀^t ‖∇L‖ dt`` at each recorded step (Riemann sum of the explicit steps): an upper bound
+    on the identity-coupling D_COT(μ_t, μ₀) of the discrete scheme. Length: that of ``times``."""
+    dt = np.diff(solution.times)
+    speed = np.sqrt(solution.stats["grad_sq"][: len(dt)])
+    return np.concatenate([[0.0], np.cumsum(dt * speed)])
 
 
 def conditional_flow(
@@ -136,63 +118,39 @@ def conditional_flow(
     num_steps: int,
     *,
     save: SaveAt | None = None,
-    lambda0_every_step: bool = False,
     dcot_mode: str = "exact",
-    max_growth: float = 1e6,
+    lambda0_every_step: bool = False,
+    monitor: Monitor | None = Monitor(),
     block_size: int = 256,
-    callback: Callable[[int, float, float], None] | None = None,
-) -> ResNetRun:
-    """Explicit conditional Wasserstein gradient flow of the risk from ``params0``.
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
+) -> Solution:
+    """The explicit conditional Wasserstein gradient flow of the risk from ``params0``.
 
     ``step_size``: a float or a schedule ``k ↦ η_k`` (:mod:`wgflow.flows.schedules`), in flow
-    time. ``save``: which states to keep (start and end always); λ₀, λ_bar and D_COT to μ₀
-    (``dcot_mode``: ``"exact"`` with POT, ``"identity"`` only, or ``"none"``) are computed there.
-    A diverging run (NaN, loss grown by ``max_growth``) stops with ``status="diverged"``
-    and keeps what was computed.
+    time. ``save``: which states to keep (start and end always); without an ``fn`` of its
+    own, each saved value is :func:`resnet_diagnostics` (the params, λ₀, λ̄, D_COT to μ₀ by
+    ``dcot_mode``: ``"exact"`` with POT, ``"identity"`` or ``"none"``), computed in the loop.
+    By default a loss that rises above its running minimum stops the run (``unstable``), as
+    a non-finite or exploding one does (``diverged``); everything before is kept.
+    Returns a :class:`~wgflow.flows.solve.Solution`: ``objective`` is L per step, ``stats``
+    ``grad_sq``, ``pl_ratio`` (and ``lambda0``); :func:`path_length` integrates the speed.
     """
     if not isinstance(objective, ResNetObjective):
         raise InputError("objective", f"must be a ResNetObjective, got {type(objective).__name__}", "build it with make_resnet_objective(X, Y)")
     _check_params(params0, d=objective.d, field="params0")
     require(dcot_mode in DCOT_MODES, "dcot_mode", f"unknown mode {dcot_mode!r}", f"use one of {list(DCOT_MODES)}")
-    etas = step_sizes(step_size, num_steps)
     params0 = params0.astype(objective.X.dtype)
-    traj = integrate(
-        _Step(bool(lambda0_every_step)), _loss_value, objective, params0, etas, save=save,
-        max_growth=max_growth, block_size=block_size, callback=callback, name="conditional flow",
-    )
-    final = ResNetParams(*(jnp.asarray(a) for a in (traj.final.U, traj.final.W, traj.final.B)))
-    snaps = traj.snapshots
-    n_save = len(traj.save_times)
-    # the saved states and the last one (so that per-step arrays align with `times`), in one program
-    gsq_all, lam_all, lbar_all = [], [], []
-    for q in [ResNetParams(*(jnp.asarray(a[i]) for a in (snaps.U, snaps.W, snaps.B))) for i in range(n_save)] + [final]:
-        gsq, xs = _grad_and_states(objective, q)
-        lam, lbar_q = _lambda_stats(objective, q, xs)
-        gsq_all.append(float(gsq))
-        lam_all.append(lam)
-        lbar_all.append(lbar_q)
-    gsq_all, lam_all, lbar_all = np.array(gsq_all), np.array(lam_all), np.array(lbar_all)
-    grad_sq = np.append(traj.diagnostics["grad_sq"], gsq_all[-1])
-    loss = traj.objective.copy()
-    pl = grad_sq / loss
-    K = len(traj.times) - 1
-    path = np.concatenate([[0.0], np.cumsum(etas[:K] * np.sqrt(grad_sq[:K]))])
-    lam_steps = np.append(traj.diagnostics["lambda0"], lam_all[-1]) if lambda0_every_step else None
-
-    lam0, lbar = lam_all[:n_save].astype(np.float64), lbar_all[:n_save].astype(np.float64)
-    d_id, d_ex = np.full(n_save, np.nan), np.full(n_save, np.nan)
-    for i in range(n_save):
-        p = ResNetParams(*(jnp.asarray(a[i]) for a in (snaps.U, snaps.W, snaps.B)))
-        if dcot_mode != "none":
-            dc = dcot(p, params0, exact=dcot_mode == "exact")
-            d_id[i] = dc.identity
-            d_ex[i] = np.nan if dc.exact is None else dc.exact
-    return ResNetRun(
-        times=traj.times, loss=loss, grad_sq=grad_sq, pl_ratio=pl, path_length=path, lambda0_steps=lam_steps,
-        save_times=traj.save_times, save_steps=traj.save_steps, snapshots=ResNetParams(snaps.U, snaps.W, snaps.B),
-        lambda0=lam0, lambda_bar=lbar, dcot_identity=d_id, dcot_exact=d_ex, final=final.to_numpy(),
-        status=traj.status, message=traj.message, seconds=traj.seconds, trajectory=traj,
-    )
+    save = save or SaveAt()
+    if save.fn is None:
+        save = SaveAt(times=save.times, steps=save.steps, every=save.every, log=save.log, fn=resnet_diagnostics(params0, dcot_mode))
+    return solve(ConditionalFlow(bool(lambda0_every_step)), objective, params0, step_size, num_steps, saveat=save, monitor=monitor,
+                 block_size=block_size, callback=callback, max_seconds=max_seconds)
 
 
-__all__ = ["ResNetRun", "conditional_flow", "resnet_step"]
+def fitted_loss_rate(solution: Solution, window: tuple[float, float] | None = None) -> RateFit:
+    """The exponential rate of the loss along ``solution`` (:func:`wgflow.metrics.resnet.fitted_rate`)."""
+    return fitted_rate(solution.times, solution.objective, window)
+
+
+__all__ = ["ConditionalFlow", "conditional_flow", "fitted_loss_rate", "path_length", "resnet_diagnostics", "resnet_step"]

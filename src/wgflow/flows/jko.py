@@ -35,14 +35,16 @@ variation at p_t: (2) at ``u = ∇R(f_t)``, closed form), :class:`Dykstra` (Peyr
 KL-proximal scaling iterations, the reference; the KL-prox of F is solved by Newton
 in the n dual variables).
 
-Only the square loss has its conjugate here (``SemiDualNewton`` and ``Dykstra``);
-:class:`Linearised` works with any loss.
+``SemiDualNewton`` and ``Dykstra`` need the loss's convex conjugate
+(:attr:`wgflow.losses.Loss.conjugate`; the square loss has one); :class:`Linearised`
+works with any loss. Each solver is callable like OTT-JAX's ``Sinkhorn``:
+``solver(problem, q, u0, tau, eps) -> JKOStep``. The flow :class:`JKO` runs the steps in
+the one loop of :mod:`wgflow.flows.solve`; :func:`jko` is its thin wrapper.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable, Union
+from typing import Callable, ClassVar, Union
 
 import equinox as eqx
 import jax
@@ -52,8 +54,8 @@ from jax import Array
 
 from wgflow.errors import InputError, require, require_positive
 from wgflow.flows.schedules import Schedule, step_sizes, times as schedule_times
-from wgflow.flows.trajectory import SaveAt, Trajectory, integrate
-from wgflow.grid import Grid, bin_measure, check_memory, log_kernel, to_measure
+from wgflow.flows.solve import RESULTS, AbstractFlow, Monitor, SaveAt, Solution, StepInfo, solve
+from wgflow.grid import Grid, GridMeasure, bin_measure, check_memory, log_kernel, to_measure
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 
@@ -66,8 +68,7 @@ def _default_tol(tol: float | None, dtype) -> float:
     return 1e-9 if jnp.dtype(dtype) == jnp.float64 else 1e-4
 
 
-@dataclasses.dataclass(frozen=True)
-class SemiDualNewton:
+class SemiDualNewton(eqx.Module):
     """Newton–CG ascent on the semi-dual D(u) (n variables), warm-started from the previous step.
 
     Stops when ``kkt ≤ tol`` (output units; ``None``: 1e-9 in float64, 1e-4 in float32).
@@ -77,16 +78,21 @@ class SemiDualNewton:
     (1 kernel application per trial).
     """
 
-    tol: float | None = None
-    max_iter: int = 50
-    cg_max_iter: int = 60
-    cg_rtol: float = 0.1
-    armijo: float = 1e-4
-    max_backtracks: int = 30
+    tol: float | None = eqx.field(static=True, default=None)
+    max_iter: int = eqx.field(static=True, default=50)
+    cg_max_iter: int = eqx.field(static=True, default=60)
+    cg_rtol: float = eqx.field(static=True, default=0.1)
+    armijo: float = eqx.field(static=True, default=1e-4)
+    max_backtracks: int = eqx.field(static=True, default=30)
+
+    needs_conjugate: ClassVar[bool] = True
+
+    def __call__(self, problem: "JKOProblem", q: Array, u0: Array, tau, eps) -> "JKOStep":
+        """Solve one step (1) from masses ``q`` (C, N), warm start ``u0`` (n,). Pure and jit-able."""
+        return _solve(_newton, problem, q, u0, tau, eps, self)
 
 
-@dataclasses.dataclass(frozen=True)
-class Linearised:
+class Linearised(eqx.Module):
     """The JKO step of the first variation at p_t: ``p⁺ = p(∇R(f_t))`` by (2), closed form.
 
     One kernel pair. It is the exact entropic JKO step of the *linear* functional
@@ -94,9 +100,15 @@ class Linearised:
     from (1) is O(τ²) per step (reported as ``kkt``: the residual of (1) at its output).
     """
 
+    needs_conjugate: ClassVar[bool] = False
+    tol: ClassVar[None] = None
 
-@dataclasses.dataclass(frozen=True)
-class Dykstra:
+    def __call__(self, problem: "JKOProblem", q: Array, u0: Array, tau, eps) -> "JKOStep":
+        """The linearised step from masses ``q`` (``u0`` unused). Pure and jit-able."""
+        return _solve(_linearised, problem, q, u0, tau, eps, self)
+
+
+class Dykstra(eqx.Module):
     """Peyré (2015)'s KL-proximal scaling iterations (Dykstra's algorithm for (1)), the reference.
 
     ``π = diag(a) K̃ diag(b)`` alternates ``a ← prox^KL_{2τF/ε}(K̃b) / K̃b`` and ``b ← q / K̃ᵀa``.
@@ -106,10 +118,16 @@ class Dykstra:
     stopping test (``≤ tol``).
     """
 
-    tol: float | None = None
-    max_iter: int = 20000
-    inner_tol: float | None = None
-    inner_max_iter: int = 50
+    tol: float | None = eqx.field(static=True, default=None)
+    max_iter: int = eqx.field(static=True, default=20000)
+    inner_tol: float | None = eqx.field(static=True, default=None)
+    inner_max_iter: int = eqx.field(static=True, default=50)
+
+    needs_conjugate: ClassVar[bool] = True
+
+    def __call__(self, problem: "JKOProblem", q: Array, u0: Array, tau, eps) -> "JKOStep":
+        """Solve one step (1) from masses ``q`` (C, N), warm start ``u0`` (n,). Pure and jit-able."""
+        return _solve(_dykstra, problem, q, u0, tau, eps, self)
 
 
 Solver = Union[SemiDualNewton, Linearised, Dykstra]
@@ -118,40 +136,19 @@ SOLVERS = (SemiDualNewton, Linearised, Dykstra)
 # --------------------------------------------------------------------------- the problem
 
 
-class SquareConjugate(eqx.Module):
-    """``R(f) = c Σ_j (f_j − y_j)²`` and ``R*(u) = Σ_j u_j²/(4c) + u_j y_j``, c = 1 (sum) or 1/n (mean)."""
-
-    y: Array
-    c: float = eqx.field(static=True)
-
-    def value(self, u):
-        return jnp.sum(u * u) / (4 * self.c) + jnp.dot(u, self.y)
-
-    def grad(self, u):
-        return u / (2 * self.c) + self.y
-
-    @property
-    def hess(self) -> float:
-        return 1.0 / (2 * self.c)
-
-    def fenchel_young(self, f, u):
-        """``R(f) + R*(u) − ⟨u, f⟩ = c |f − ∇R*(u)|² ≥ 0``."""
-        r = f - self.grad(u)
-        return self.c * jnp.sum(r * r)
-
-
 class JKOProblem(eqx.Module):
     """The data of a JKO flow on a grid: the objective, Φ on the grid, λV, the signs.
 
     ``features``: ``Φ[j, i] = φ_{θ_i}(x_j)`` (n, N), unsigned; component ``c`` carries
-    ``signs[c] Φ``. ``potential``: ``λ V(θ_i)`` (N,). Built by :func:`make_problem`.
+    ``signs[c] Φ``. ``potential``: ``λ V(θ_i)`` (N,). ``points``: the grid's positions θ_i
+    (N, dim). Built by :func:`jko_problem`. The risk's conjugate R* is the objective's
+    (:meth:`~wgflow.objective.Objective.risk_conjugate`, from the loss).
     """
 
     objective: Objective
     features: Array
     potential: Array
     points: Array
-    conjugate: SquareConjugate | None
     grid: Grid = eqx.field(static=True)
     signs: tuple = eqx.field(static=True)
 
@@ -164,8 +161,12 @@ class JKOProblem(eqx.Module):
         return self.features @ self.signed_sum(p)
 
     def measure(self, p: Array) -> Measure:
-        s = jnp.asarray(self.signs, p.dtype)
-        return Measure(self.points, (s[:, None] * p).reshape(-1))
+        """The :class:`Measure` of grid masses ``p`` (C, N), as :func:`wgflow.grid.to_measure` makes it."""
+        return to_measure(self.grid, p, self.signs, points=self.points)
+
+    def grid_measure(self, p) -> GridMeasure:
+        """Grid masses ``p`` (C, N) as a :class:`~wgflow.grid.GridMeasure` (for the distances of :mod:`wgflow.metrics`)."""
+        return GridMeasure(self.grid, p, self.signs)
 
     def value(self, p: Array) -> Array:
         """``F`` of grid masses, by :meth:`Objective.value` on the grid's :class:`Measure`."""
@@ -205,19 +206,14 @@ def check_grid(objective: Objective, grid: Grid) -> None:
     )
 
 
-def make_problem(objective: Objective, grid: Grid) -> JKOProblem:
+def jko_problem(objective: Objective, grid: Grid) -> JKOProblem:
     """Φ, λV and the grid positions for ``objective`` on ``grid`` (in the objective's dtype)."""
     check_grid(objective, grid)
     dtype = objective.X.dtype
     pts = jnp.asarray(grid.points(), dtype)
     feats = objective.unit.features(pts, objective.X)
     pot = objective.lam * objective.unit.regulariser(pts)
-    signs = component_signs(objective)
-    conj = None
-    if objective.loss.name == "square":
-        c = 1.0 if objective.reduction == "sum" else 1.0 / objective.n
-        conj = SquareConjugate(objective.y, c)
-    return JKOProblem(objective, feats, pot, jnp.tile(pts, (len(signs), 1)), conj, grid, signs)
+    return JKOProblem(objective, feats, pot, pts, grid, component_signs(objective))
 
 
 # --------------------------------------------------------------------------- the semi-dual map
@@ -251,20 +247,21 @@ def _dual_value(problem: JKOProblem, q, lq, l1, u, tau, eps):
     """``D(u)`` and the sum of the absolute values of its terms (its rounding scale)."""
     qlq = jnp.where(q > 0, q * lq, 0.0)
     t1 = qlq - q - q * l1
-    t2 = 2 * tau * problem.conjugate.value(u)
+    t2 = 2 * tau * problem.objective.risk_conjugate(u)
     return eps * jnp.sum(t1) - t2, eps * jnp.sum(jnp.abs(t1)) + jnp.abs(t2)
 
 
 def _kkt(problem: JKOProblem, f, u):
     """Residual of (1) at (p(u), u) in output units, and the duality gap / 2τ."""
-    if problem.conjugate is None:  # any loss: u = ∇R(f) is the optimality condition, in R' units
-        r = u - jax.grad(problem.objective.risk)(f)
-        return jnp.max(jnp.abs(r)), jnp.nan
-    r = f - problem.conjugate.grad(u)
-    return jnp.max(jnp.abs(r)), problem.conjugate.fenchel_young(f, u)
+    obj = problem.objective
+    if not obj.loss.has_conjugate:  # any loss: u = ∇R(f) is the optimality condition, in R' units
+        r = u - jax.grad(obj.risk)(f)
+        return jnp.max(jnp.abs(r)), jnp.asarray(jnp.nan, f.dtype)
+    r = f - obj.risk_conjugate_grad(u)
+    return jnp.max(jnp.abs(r)), obj.risk_gap(f, u)
 
 
-def _neg_hess_vp(problem: JKOProblem, pr: _Primal, v, tau, eps):
+def _neg_hess_vp(problem: JKOProblem, pr: _Primal, u, v, tau, eps):
     """``−∇²D(u) v = 2τ [(2τ/ε) Φ_s M Φ_sᵀ v + ∇²R* v]``, ``M = diag(p) − π diag(1/q) πᵀ``.
 
     ``πᵀw / q`` is the conditional mean ``E[w_i | j]`` under ``π(·|j)``, and ``M w = p ⊙ w − π c``:
@@ -277,7 +274,7 @@ def _neg_hess_vp(problem: JKOProblem, pr: _Primal, v, tau, eps):
     c = sw * jnp.exp(lw - pr.l1)  # E[w | j]
     lc, sc = log_kernel(grid, pr.lb + jnp.log(jnp.abs(c)), eps, jnp.sign(c))
     Mw = pr.p * w - sc * jnp.exp(pr.la + lc)
-    return 2 * tau * ((2 * tau / eps) * problem.outputs(Mw) + problem.conjugate.hess * v)
+    return 2 * tau * ((2 * tau / eps) * problem.outputs(Mw) + problem.objective.risk_conjugate_hess(u) * v)
 
 
 def _cg(matvec, b, rtol, max_iter):
@@ -306,40 +303,61 @@ def _cg(matvec, b, rtol, max_iter):
     return x, k
 
 
-class StepOutput(eqx.Module):
-    """What a step solver returns (all arrays; see :class:`JKOStepResult`)."""
+class JKOStep(eqx.Module):
+    """One entropic JKO step (1), as every solver returns it (see the module docstring).
 
-    p: Array
-    u: Array
+    ``masses`` (C, N): p⁺, renormalised to the masses of q (``mass_error``: ``max_c |Σ p⁺_c − Σ q_c|``
+    before, the rounding it removed). ``dual`` (n,): u. ``log_a``, ``log_b`` (C, N): the coupling
+    is ``π_ij = exp(log_a_i + log_b_j) K̃_ij`` per component. ``kkt``, ``gap``: the residual and the
+    duality gap of (1) (the gap is NaN for a loss without conjugate). ``iterations``: outer
+    iterations (Newton, Dykstra; 1 for Linearised); ``inner_iterations``: CG (Newton) or
+    prox-Newton (Dykstra) iterations; ``kernel_applications``: log-kernel applications.
+    ``converged``: kkt ≤ tol (always True for Linearised, which has no tolerance).
+    """
+
+    masses: Array
+    dual: Array
     log_a: Array
     log_b: Array
     kkt: Array
     gap: Array
+    mass_error: Array
     iterations: Array
     inner_iterations: Array
     kernel_applications: Array
     converged: Array
 
+    def entropic_cost(self, q: Array, eps) -> Array:
+        """⟨C, π⟩ + ε Σ π(log(π/vv) − 1) of the returned coupling from ``q`` (≥ W_ε(p⁺, q))."""
+        ql = jnp.where(q > 0, q * self.log_b, 0.0)
+        return eps * (jnp.sum(self.log_a * self.masses) + jnp.sum(ql) - jnp.sum(self.masses))
 
-def _finish(problem, pr: _Primal, u, tau, its, inner, kernels, tol):
+
+def _renormalise(p, q):
+    tot = jnp.sum(p, axis=1, keepdims=True)
+    return p * jnp.where(tot > 0, jnp.sum(q, axis=1, keepdims=True) / jnp.where(tot > 0, tot, 1.0), 0.0)
+
+
+def _finish(problem, pr: _Primal, q, u, tau, its, inner, kernels, tol) -> JKOStep:
     kkt, fy = _kkt(problem, pr.f, u)
-    return StepOutput(
-        pr.p, u, pr.la, pr.lb, kkt, 2 * tau * fy, jnp.asarray(its), jnp.asarray(inner), jnp.asarray(kernels),
-        (kkt <= tol) if tol is not None else jnp.array(True),
+    mass_err = jnp.max(jnp.abs(jnp.sum(pr.p, axis=1) - jnp.sum(q, axis=1)))
+    return JKOStep(
+        _renormalise(pr.p, q), u, pr.la, pr.lb, kkt, 2 * tau * fy, mass_err, jnp.asarray(its), jnp.asarray(inner),
+        jnp.asarray(kernels), (kkt <= tol) if tol is not None else jnp.array(True),
     )
 
 
-def _linearised(problem: JKOProblem, q, lq, u0, tau, eps, solver: Linearised) -> StepOutput:
+def _linearised(problem: JKOProblem, q, lq, u0, tau, eps, solver: Linearised) -> JKOStep:
     u = jax.grad(problem.objective.risk)(problem.outputs(q))
     pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
-    return _finish(problem, pr, u, tau, 1, 0, 2, None)
+    return _finish(problem, pr, q, u, tau, 1, 0, 2, None)
 
 
-def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) -> StepOutput:
+def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) -> JKOStep:
     # One while loop; each pass computes p(u) at the current iterate and, unless converged, a
     # Newton–CG direction and its line search. Every kernel use appears once in the program.
     tol = _default_tol(solver.tol, q.dtype)
-    conj = problem.conjugate
+    grad_conj = problem.objective.risk_conjugate_grad
     eps_mach = jnp.finfo(q.dtype).eps
     n_terms = q.size + u0.size
 
@@ -350,9 +368,9 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
         return la, l1, D, scale
 
     def newton_move(u, pr, D, scale, kkt):
-        g = 2 * tau * (pr.f - conj.grad(u))
+        g = 2 * tau * (pr.f - grad_conj(u))
         rtol = jnp.minimum(solver.cg_rtol, jnp.sqrt(kkt))
-        d, k_cg = _cg(lambda v: _neg_hess_vp(problem, pr, v, tau, eps), g, rtol, solver.cg_max_iter)
+        d, k_cg = _cg(lambda v: _neg_hess_vp(problem, pr, u, v, tau, eps), g, rtol, solver.cg_max_iter)
         slope = jnp.dot(g, d)
         slack = 8 * eps_mach * jnp.sqrt(n_terms) * scale  # Armijo up to the rounding of D
 
@@ -379,7 +397,7 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
     def body(c):
         it, inner, kernels, u, la, l1, D, scale, _, failed, _ = c
         pr = _primal(problem, lq, la, eps, l1)
-        kkt = jnp.max(jnp.abs(pr.f - conj.grad(u)))
+        kkt = jnp.max(jnp.abs(pr.f - grad_conj(u)))
         done = (kkt <= tol) | (it >= solver.max_iter) | failed
 
         def move(_):
@@ -396,24 +414,25 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     init = (jnp.array(0), jnp.array(0), jnp.array(1), u0, la0, l10, D0, s0, pr0, jnp.array(False), jnp.array(False))
     it, inner, kernels, u, _, _, _, _, pr, _, _ = jax.lax.while_loop(cond, body, init)
-    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
+    return _finish(problem, pr, q, u, tau, it, inner, kernels, tol)
 
 
 def _prox_newton(problem: JKOProblem, lz, u0, tau, eps, tol, max_iter):
     """``argmax_u ψ(u) = −Σ z a(u) − (2τ/ε) R*(u)``: the dual of ``prox^KL_{2τF/ε}(z)``, whose
     primal is ``p = z ⊙ a(u)``. Newton with the explicit n × n Hessian (no kernel application)."""
-    conj = problem.conjugate
+    obj = problem.objective
     r = 2 * tau / eps
     eps_mach = jnp.finfo(lz.dtype).eps
 
     def psi(u):
         lp = lz + problem.log_a(u, tau, eps)
         p = jnp.exp(lp)
-        val = -jnp.sum(p) - r * conj.value(u)
-        return val, p, jnp.sum(p) + r * jnp.abs(conj.value(u))
+        conj = obj.risk_conjugate(u)
+        val = -jnp.sum(p) - r * conj
+        return val, p, jnp.sum(p) + r * jnp.abs(conj)
 
     def grad_res(u, p):
-        return problem.outputs(p) - conj.grad(u)
+        return problem.outputs(p) - obj.risk_conjugate_grad(u)
 
     def cond(c):
         it, u, p, val, sc, res, failed = c
@@ -422,7 +441,7 @@ def _prox_newton(problem: JKOProblem, lz, u0, tau, eps, tol, max_iter):
     def body(c):
         it, u, p, val, sc, res, _ = c
         ptot = jnp.sum(p, axis=0)
-        H = r * (problem.features * ptot[None]) @ problem.features.T + conj.hess * jnp.eye(u.size, dtype=u.dtype)
+        H = r * (problem.features * ptot[None]) @ problem.features.T + jnp.diag(obj.risk_conjugate_hess(u))
         d = jax.scipy.linalg.solve(H, res, assume_a="pos")
         slope = r * jnp.dot(res, d)  # ∇ψ = r·res
         slack = 8 * eps_mach * jnp.sqrt(p.size) * sc
@@ -450,12 +469,12 @@ def _prox_newton(problem: JKOProblem, lz, u0, tau, eps, tol, max_iter):
     return u, it
 
 
-def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> StepOutput:
+def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> JKOStep:
     # Each pass: the b update and p(u) (two kernel applications), then, unless converged, the
     # KL-prox of F at K̃b, which gives the next u (and a = a(u)).
     tol = _default_tol(solver.tol, q.dtype)
     inner_tol = tol / 10 if solver.inner_tol is None else float(solver.inner_tol)
-    conj = problem.conjugate
+    grad_conj = problem.objective.risk_conjugate_grad
 
     def cond(c):
         return ~c[-1]
@@ -463,7 +482,7 @@ def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> StepO
     def body(c):
         it, inner, kernels, u, _, _ = c
         pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
-        kkt = jnp.max(jnp.abs(pr.f - conj.grad(u)))
+        kkt = jnp.max(jnp.abs(pr.f - grad_conj(u)))
         done = (kkt <= tol) | (it >= solver.max_iter)
         u_n, k_in = jax.lax.cond(
             done,
@@ -476,166 +495,116 @@ def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> StepO
     pr0 = jax.eval_shape(lambda: _primal(problem, lq, problem.log_a(u0, tau, eps), eps))
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     it, inner, kernels, u, pr, _ = jax.lax.while_loop(cond, body, (jnp.array(0), jnp.array(0), jnp.array(0), u0, pr0, jnp.array(False)))
-    return _finish(problem, pr, u, tau, it, inner, kernels, tol)
+    return _finish(problem, pr, q, u, tau, it, inner, kernels, tol)
 
 
-_DISPATCH = {SemiDualNewton: _newton, Linearised: _linearised, Dykstra: _dykstra}
-
-
-def solve_step(problem: JKOProblem, q: Array, u0: Array, tau, eps, solver: Solver) -> StepOutput:
-    """Solve one step (1) from masses ``q`` (C, N) with warm start ``u0`` (n,). Pure and jit-able."""
-    lq = _log_q(q)
+def _solve(method, problem: JKOProblem, q: Array, u0: Array, tau, eps, solver) -> JKOStep:
+    q = jnp.asarray(q)
     tau, eps = jnp.asarray(tau, q.dtype), jnp.asarray(eps, q.dtype)
-    return _DISPATCH[type(solver)](problem, q, lq, u0.astype(q.dtype), tau, eps, solver)
+    return method(problem, q, _log_q(q), jnp.asarray(u0, q.dtype), tau, eps, solver)
 
 
-# --------------------------------------------------------------------------- one step, as a record
+def solver_tol(solver: Solver, dtype) -> float | None:
+    """The KKT tolerance ``solver`` stops at (None for :class:`Linearised`)."""
+    return None if isinstance(solver, Linearised) else _default_tol(solver.tol, dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class JKOStepResult:
-    """One entropic JKO step (see the module docstring for the definitions).
-
-    ``masses`` (C, N): p⁺. ``dual`` (n,): u. ``log_a``, ``log_b`` (C, N): the coupling is
-    ``π_ij = exp(log_a_i + log_b_j) K̃_ij`` per component. ``kkt``, ``gap``: residual and
-    duality gap of (1). ``mass_error``: ``max_c |Σ p⁺_c − Σ q_c|`` before the final
-    renormalisation (which removes the rounding). ``iterations``: outer iterations (Newton,
-    Dykstra; 1 for Linearised), ``inner_iterations``: CG (Newton) or prox-Newton (Dykstra)
-    iterations, ``kernel_applications``: log-kernel applications used.
-    ``objective``: F(p⁺). ``transport``: the entropic cost ⟨C, π⟩ + ε Σ π(log(π/vv) − 1) of the
-    returned coupling (≥ W_ε(p⁺, q)). ``converged``: kkt ≤ tol (always True for Linearised).
-    """
-
-    masses: np.ndarray
-    dual: np.ndarray
-    log_a: np.ndarray
-    log_b: np.ndarray
-    kkt: float
-    gap: float
-    mass_error: float
-    iterations: int
-    inner_iterations: int
-    kernel_applications: int
-    objective: float
-    transport: float
-    converged: bool
-    tol: float | None
-    seconds: float
-
-
-@eqx.filter_jit
-def _step_record(problem, q, u0, tau, eps, solver):
-    out = solve_step(problem, q, u0, tau, eps, solver)
-    mass_err = jnp.max(jnp.abs(jnp.sum(out.p, axis=1) - jnp.sum(q, axis=1)))
-    p = _renormalise(out.p, q)
-    ql = jnp.where(q > 0, q * out.log_b, 0.0)
-    transport = eps * (jnp.sum(out.log_a * out.p) + jnp.sum(ql) - jnp.sum(out.p))
-    return out, p, mass_err, problem.value(p), transport
-
-
-def _renormalise(p, q):
-    tot = jnp.sum(p, axis=1, keepdims=True)
-    return p * jnp.where(tot > 0, jnp.sum(q, axis=1, keepdims=True) / jnp.where(tot > 0, tot, 1.0), 0.0)
+# --------------------------------------------------------------------------- one step
 
 
 def jko_step(
     objective: Objective,
-    grid: Grid,
     p,
     tau: float,
+    *,
+    grid: Grid,
     blur: float,
     solver: Solver = SemiDualNewton(),
-    *,
     dual0=None,
     problem: JKOProblem | None = None,
-) -> JKOStepResult:
-    """One entropic JKO step (1) from grid masses ``p`` (or a Measure, binned on the grid).
+) -> JKOStep:
+    """One entropic JKO step (1) from grid masses ``p`` (or a Measure, binned on the grid), on the host.
 
-    ``dual0``: warm start u (default ``∇R(f_p)``). ``problem``: a prebuilt :func:`make_problem`.
+    ``dual0``: warm start u (default ``∇R(f_p)``). ``problem``: a prebuilt :func:`jko_problem`.
+    Returns the :class:`JKOStep` with NumPy arrays; F(p⁺) is ``problem.value(step.masses)``.
     """
-    import time
-
     require_positive(tau, "tau")
     require_positive(blur, "blur")
     problem = problem or _validated_problem(objective, grid, solver)
     q = jnp.asarray(_initial_masses(problem, p), objective.X.dtype)
     u0 = _initial_dual(problem, q) if dual0 is None else jnp.asarray(dual0, q.dtype)
-    t0 = time.perf_counter()
-    out, pn, mass_err, F, transport = _step_record(problem, q, u0, jnp.asarray(tau, q.dtype), jnp.asarray(blur, q.dtype), solver)
-    jax.block_until_ready(pn)
-    secs = time.perf_counter() - t0
-    tol = None if isinstance(solver, Linearised) else _default_tol(solver.tol, q.dtype)
-    return JKOStepResult(
-        masses=np.asarray(pn), dual=np.asarray(out.u), log_a=np.asarray(out.log_a), log_b=np.asarray(out.log_b),
-        kkt=float(out.kkt), gap=float(out.gap), mass_error=float(mass_err), iterations=int(out.iterations),
-        inner_iterations=int(out.inner_iterations), kernel_applications=int(out.kernel_applications),
-        objective=float(F), transport=float(transport), converged=bool(out.converged), tol=tol, seconds=secs,
-    )
+    out = eqx.filter_jit(lambda pb, q, u, t, e, s: s(pb, q, u, t, e))(problem, q, u0, tau, blur, solver)
+    return jax.tree_util.tree_map(np.asarray, out)
 
 
 # --------------------------------------------------------------------------- the flow
 
 
 class JKOState(eqx.Module):
-    """State of the flow: grid masses (C, N) and the dual u of the last step (warm start)."""
+    """State of the flow: grid masses (C, N) and the dual u of the last step (the warm start)."""
 
     masses: Array
     dual: Array
 
 
-class JKOArgs(eqx.Module):
-    problem: JKOProblem
-    eps: Array
+class JKO(AbstractFlow):
+    """The entropic JKO flow (1) on a grid: each step solved by ``solver`` with blur ε = ``blur``.
 
+    The problem is a :class:`JKOProblem`; the state a :class:`JKOState`. A step whose solver
+    misses its tolerance reports ``inner_not_converged``. The entropy adds the diffusion
+    (ε/4τ)Δ, so F may rise along a converged step: the monitor checks divergence and the
+    inner solver, not rises (``Monitor(check_rise=True)`` asks for it anyway).
+    Stats: ``kkt``, ``gap``, ``mass_error``, ``iterations``, ``inner_iterations``, ``kernel_applications``.
+    """
 
-@dataclasses.dataclass(frozen=True)
-class _JKOStep:
-    """The step function of :func:`integrate` with its solver bound (hashable)."""
+    blur: Array
+    solver: Solver = SemiDualNewton()
+    name: ClassVar[str] = "JKO"
+    monotone: ClassVar[bool] = False
 
-    solver: Solver
-    strict: bool
+    def init(self, problem: JKOProblem, masses: Array) -> JKOState:
+        return JKOState(masses, _initial_dual(problem, masses))
 
-    def __call__(self, args: JKOArgs, state: JKOState, tau):
-        problem = args.problem
+    def step(self, problem: JKOProblem, state: JKOState, tau: Array) -> tuple[JKOState, StepInfo]:
         q = state.masses
-        out = solve_step(problem, q, state.dual, tau, args.eps, self.solver)
-        mass_err = jnp.max(jnp.abs(jnp.sum(out.p, axis=1) - jnp.sum(q, axis=1)))
-        p = _renormalise(out.p, q)
-        if self.strict:  # a step that missed its tolerance is refused: the loop stops there
-            p = jnp.where(out.converged, p, jnp.nan)
-        diag = {
-            "kkt": out.kkt,
-            "gap": out.gap,
-            "mass_error": mass_err,
-            "iterations": out.iterations,
-            "inner_iterations": out.inner_iterations,
-            "kernel_applications": out.kernel_applications,
-            "converged": out.converged.astype(q.dtype),
+        out = self.solver(problem, q, state.dual, tau, jnp.asarray(self.blur, q.dtype))
+        stats = {
+            "kkt": out.kkt, "gap": out.gap, "mass_error": out.mass_error, "iterations": out.iterations,
+            "inner_iterations": out.inner_iterations, "kernel_applications": out.kernel_applications,
         }
-        return JKOState(p, out.u), problem.value(q), diag
+        result = RESULTS.where(out.converged, RESULTS.successful, RESULTS.inner_not_converged)
+        return JKOState(out.masses, out.dual), StepInfo(problem.value(q), result, stats)
 
+    def value(self, problem: JKOProblem, state: JKOState) -> Array:
+        return problem.value(state.masses)
 
-def _value(args: JKOArgs, state: JKOState):
-    return args.problem.value(state.masses)
+    def measure(self, problem: JKOProblem, state: JKOState) -> Measure:
+        return problem.measure(state.masses)
+
+    def inner_failure(self, problem: JKOProblem, stats: dict) -> str:
+        tol = solver_tol(self.solver, problem.features.dtype)
+        return (f"the {type(self.solver).__name__} step did not converge: KKT residual {stats['kkt']:.3g} > tol = {tol:g} after"
+                f" {int(stats['iterations'])} iterations. Raise solver.max_iter, loosen solver.tol, or take a smaller tau or a"
+                " larger blur")
 
 
 def _validated_problem(objective: Objective, grid: Grid, solver: Solver, memory_limit: float | None = None, snapshots: int = 2) -> JKOProblem:
     if not isinstance(objective, Objective):
         raise InputError("objective", "must be an Objective", "build it with wgflow.make_objective(...)")
     require(isinstance(solver, SOLVERS), "solver", f"unknown solver {solver!r}", "use SemiDualNewton(), Linearised() or Dykstra()")
-    if not isinstance(solver, Linearised):
+    if solver.needs_conjugate:
         require(
-            objective.loss.name == "square",
+            objective.loss.has_conjugate,
             "solver",
-            f"{type(solver).__name__} needs the conjugate of the loss; only the square loss has one here (got {objective.loss.name!r})",
-            "use solver=Linearised(), or the square loss",
+            f"{type(solver).__name__} needs the loss's convex conjugate, and the {objective.loss.name!r} loss has none",
+            "use solver=Linearised(), or a loss with a conjugate (the square loss, or register_loss(Loss(..., conjugate=...)))",
         )
     check_grid(objective, grid)
     check_memory(
         grid, objective.n, len(component_signs(objective)), objective.X.dtype,
         limit=memory_limit, hessian=isinstance(solver, Dykstra), snapshots=snapshots,
     )
-    return make_problem(objective, grid)
+    return jko_problem(objective, grid)
 
 
 def _initial_masses(problem: JKOProblem, p0, field: str = "p0") -> np.ndarray:
@@ -643,10 +612,14 @@ def _initial_masses(problem: JKOProblem, p0, field: str = "p0") -> np.ndarray:
     C, N = len(signs), grid.size
     if isinstance(p0, Measure):
         return bin_measure(grid, p0, signs, field=field)
+    if isinstance(p0, GridMeasure):
+        require(p0.grid is grid, field, "is a GridMeasure on another grid", "bin it on this grid, or pass grid=p0.grid")
+        require(tuple(p0.signs) == tuple(signs), field, f"has component signs {p0.signs}, this parameterisation needs {signs}")
+        p0 = p0.masses
     try:
         p = np.asarray(p0, np.float64)
     except (TypeError, ValueError):
-        raise InputError(field, "must be grid masses (C, N) or a Measure") from None
+        raise InputError(field, "must be grid masses (C, N), a GridMeasure or a Measure") from None
     if p.shape == (N,) and C == 2:  # a signed density: its positive and negative parts
         p = np.stack([np.maximum(p, 0), np.maximum(-p, 0)])
     elif p.shape == (N,) or (C == 1 and p.shape == grid.shapes[0] and len(grid.blocks) == 1):
@@ -671,74 +644,48 @@ def _initial_dual(problem: JKOProblem, q: Array) -> Array:
 
 def jko(
     objective: Objective,
-    grid: Grid,
     p0,
     tau: Schedule,
     num_steps: int,
-    blur: float,
     *,
+    grid: Grid,
+    blur: float,
     solver: Solver = SemiDualNewton(),
     save: SaveAt | None = None,
-    strict: bool = True,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(),
     block_size: int = 16,
-    callback: Callable[[int, float, float], None] | None = None,
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
     memory_limit: float | None = None,
-) -> Trajectory:
-    """The entropic JKO flow (1) of ``objective`` on ``grid`` from ``p0``, ``num_steps`` steps of size ``tau``.
+) -> Solution:
+    """The entropic JKO flow (1) of ``objective`` on ``grid`` from ``p0``: ``num_steps`` steps of size ``tau``.
 
     ``p0``: grid masses (C, N) (C = 2 for signed parameterisations: positive and negative
-    grids; a signed (N,) array is split), or a :class:`Measure` binned on the grid (error
-    if some mass lies outside the box). ``tau``: a step or a schedule (mean-field time).
-    ``blur``: ε, the entropic weight in units of squared distance (the scheme adds the
-    diffusion ε/(4τ) Δ). ``solver``: :class:`SemiDualNewton` (default), :class:`Linearised`,
-    :class:`Dykstra`.
+    grids; a signed (N,) array is split), a :class:`~wgflow.grid.GridMeasure`, or a
+    :class:`Measure` binned on the grid (an error if mass lies outside the box). ``tau``: a
+    step or a schedule (mean-field time). ``blur``: ε, the entropic weight in units of
+    squared distance (the scheme adds the diffusion ε/(4τ)Δ). ``solver``:
+    :class:`SemiDualNewton` (default), :class:`Linearised` or :class:`Dykstra`.
+    ``monitor``: by default a step whose solver misses its tolerance stops the run
+    (``inner_not_converged``), keeping the states before; ``Monitor(policy="warn")`` goes on.
 
-    Returns a :class:`Trajectory` whose ``snapshots`` and ``final`` are grid masses
-    ``(…, C, N)``; turn one into a Measure with ``to_measure(grid, masses, component_signs(objective))``
-    (:func:`snapshot_measure`). Per-step diagnostics: ``kkt``, ``gap``, ``mass_error``, ``iterations``,
-    ``inner_iterations``, ``kernel_applications``, ``converged``. With ``strict`` a step that
-    misses its tolerance stops the run (status ``"not_converged"``, the states before kept);
-    otherwise the run goes on and reports ``"not_converged"`` at the end.
+    Returns a :class:`~wgflow.flows.solve.Solution` whose saved values are Measures (pass
+    ``SaveAt(fn=lambda t, state, problem: state.masses)`` to keep the masses instead) and whose
+    ``final`` is the last :class:`JKOState`. Stats per step: ``kkt``, ``gap``, ``mass_error``,
+    ``iterations``, ``inner_iterations``, ``kernel_applications``.
     """
     etas = step_sizes(tau, num_steps, "tau")
     require_positive(blur, "blur")
-    n_saves = len((save or SaveAt()).resolve(schedule_times(etas)))
-    problem = _validated_problem(objective, grid, solver, memory_limit, n_saves)
-    dtype = objective.X.dtype
-    q0 = jnp.asarray(_initial_masses(problem, p0), dtype)
-    state = JKOState(q0, _initial_dual(problem, q0))
-    args = JKOArgs(problem, jnp.asarray(blur, dtype))
-    traj = integrate(
-        _JKOStep(solver, strict), _value, args, state, etas, save=save, max_growth=max_growth,
-        block_size=block_size, callback=callback, name=f"JKO ({type(solver).__name__})",
-    )
-    tol = None if isinstance(solver, Linearised) else _default_tol(solver.tol, dtype)
-    last = traj.final
-    traj = dataclasses.replace(traj, snapshots=traj.snapshots.masses, final=last.masses)
-    if traj.status == "diverged" and strict and tol is not None:
-        # was it a refused (non-converged) step? Recompute that step, from the same warm start.
-        k = traj.num_steps
-        out = eqx.filter_jit(solve_step)(problem, jnp.asarray(last.masses), jnp.asarray(last.dual), jnp.asarray(etas[k], dtype), args.eps, solver)
-        if np.isfinite(float(out.kkt)) and not bool(out.converged):
-            traj = dataclasses.replace(traj, status="not_converged", message=_not_converged_message(solver, k, float(out.kkt), int(out.iterations), tol))
-    elif traj.status == "completed" and "converged" in traj.diagnostics:
-        bad = traj.diagnostics["converged"] < 0.5
-        if bad.any():
-            k = int(np.argmax(bad))
-            d = traj.diagnostics
-            traj = dataclasses.replace(traj, status="not_converged", message=_not_converged_message(solver, k, float(d["kkt"][k]), int(d["iterations"][k]), tol))
-    return traj
+    save = save or SaveAt()
+    n_saves = len(save.resolve(schedule_times(etas)))
+    per_save = 1 if save.fn is not None else grid.dim + 1 if isinstance(grid, Grid) else 1  # a saved Measure holds the positions too
+    problem = _validated_problem(objective, grid, solver, memory_limit, n_saves * per_save + 2)
+    q0 = jnp.asarray(_initial_masses(problem, p0), objective.X.dtype)
+    return solve(JKO(jnp.asarray(blur, q0.dtype), solver), problem, q0, etas, num_steps, saveat=save, monitor=monitor,
+                 block_size=block_size, callback=callback, max_seconds=max_seconds, name=f"JKO ({type(solver).__name__})")
 
 
-def _not_converged_message(solver, k, kkt, its, tol) -> str:
-    return (
-        f"JKO ({type(solver).__name__}): step {k} did not converge: KKT residual {kkt:.3g} > tol = {tol:g} after {its} iterations. "
-        "Raise solver.max_iter, loosen solver.tol, or take a smaller tau / larger blur; the trajectory up to that step is kept."
-    )
-
-
-def snapshot_measure(objective: Objective, grid: Grid, masses) -> Measure:
-    """The :class:`Measure` of grid masses (a snapshot of :func:`jko`): F, outputs and distances
-    are then computed by the same code as for particles."""
-    return to_measure(grid, masses, component_signs(objective))
+__all__ = [
+    "JKO", "Dykstra", "JKOProblem", "JKOState", "JKOStep", "Linearised", "SOLVERS", "SemiDualNewton", "Solver",
+    "check_grid", "component_signs", "jko", "jko_problem", "jko_step", "solver_tol",
+]

@@ -1,9 +1,16 @@
-"""Particle gradient descent in mean-field time (DESIGN §2): explicit and implicit.
+"""Particle flows in mean-field time (DESIGN §2): explicit, implicit and Langevin gradient descent.
+
+Each is a flow of :func:`wgflow.flows.solve.solve` (:class:`ExplicitGD`, :class:`ImplicitGD`,
+:class:`LangevinGD`) with a thin wrapper of one argument order (objective, initial measure,
+step size, number of steps, then keywords): :func:`explicit_gd`, :func:`implicit_gd`,
+:func:`langevin_gd`, and the batched :func:`explicit_gd_sweep`.
 
 Explicit: ``θ_k ← R(θ_k + η v_k)``, ``v_k = −∇F'(μ)(θ_k)`` (projected on the
 tangent space; ``R`` the retraction — renormalising ``u`` for ``sphere``).
 
-Implicit (proximal point, seed 001): ``θ⁺ = argmin_θ F(θ) + Σ_k |p_k| |θ_k − θ_k^t|²/(2η)``,
+Langevin: the same step plus ``√(2Tη) ξ``, ξ ~ N(0, I) projected on the tangent space.
+
+Implicit (proximal point, as in the JKO note): ``θ⁺ = argmin_θ F(θ) + Σ_k |p_k| |θ_k − θ_k^t|²/(2η)``,
 the implicit Euler step of the same flow (for masses 1/m this is
 ``argmin m F + |θ − θ^t|²/(2η)``, i.e. plain implicit GD with step η for ``lifted``).
 It is solved by optax's L-BFGS warm-started at θ^t until the proximal residual
@@ -16,19 +23,22 @@ is below ``tol``; each step reports its inner iterations and ρ.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import math
+import numbers
+from typing import Callable, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import Array
-
 from jax.sharding import Mesh
 
 from wgflow import sharding
 from wgflow.errors import InputError, require
-from wgflow.flows.schedules import Schedule, step_sizes
-from wgflow.flows.trajectory import SaveAt, Trajectory, integrate, integrate_batch
+from wgflow.flows.schedules import Schedule
+from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 
@@ -47,12 +57,12 @@ def _check(objective: Objective, mu0: Measure) -> None:
 
 
 def _speed(mu: Measure, v: Array) -> Array:
-    """``‖∇F'(μ)‖_{L²(|μ|)}``: the rate of decrease is its square (dF/dt = −‖∇F'‖²)."""
-    return jnp.sqrt(jnp.sum(jnp.abs(mu.masses) * jnp.sum(v * v, axis=-1)) / jnp.maximum(jnp.sum(jnp.abs(mu.masses)), 1e-300))
+    """``‖v‖_{L²(|μ|)} = (Σ_k |p_k| |v_k|²)^{1/2}``: along the flow dF/dt = −‖v‖²."""
+    return jnp.sqrt(jnp.sum(jnp.abs(mu.masses) * jnp.sum(v * v, axis=-1)))
 
 
 def explicit_step(objective: Objective, mu: Measure, eta: Array) -> tuple[Measure, Array, dict]:
-    """One explicit step; returns (μ⁺, F(μ), diagnostics). Atoms of zero mass are padding
+    """One explicit step; returns (μ⁺, F(μ), {speed}). Atoms of zero mass are padding
     (sweeps over widths, sharding): they carry nothing and do not move."""
     F, v = objective.value_and_velocity(mu)
     v = jnp.where((mu.masses != 0)[:, None], v, 0.0)
@@ -60,8 +70,27 @@ def explicit_step(objective: Objective, mu: Measure, eta: Array) -> tuple[Measur
     return Measure(pos, mu.masses), F, {"speed": _speed(mu, v)}
 
 
-def _value(objective: Objective, mu: Measure) -> Array:
-    return objective.value(mu)
+class _ParticleFlow(AbstractFlow):
+    """A flow whose state is the particle :class:`Measure` itself."""
+
+    def value(self, objective: Objective, mu: Measure) -> Array:
+        return objective.value(mu)
+
+    def measure(self, objective: Objective, mu: Measure) -> Measure:
+        return mu
+
+
+class ExplicitGD(_ParticleFlow):
+    """Explicit particle gradient descent: ``θ_k ← R(θ_k + η v_k)``, ``v_k = −∇F'(μ)(θ_k)``.
+
+    Stats: ``speed`` = ‖v‖_{L²(|μ|)}. A stable step decreases F, so the monitor checks rises.
+    """
+
+    name: ClassVar[str] = "explicit GD"
+
+    def step(self, objective: Objective, mu: Measure, dt: Array) -> tuple[Measure, StepInfo]:
+        new, F, stats = explicit_step(objective, mu, dt)
+        return new, StepInfo(F, RESULTS.successful, stats)
 
 
 def explicit_gd(
@@ -71,40 +100,121 @@ def explicit_gd(
     num_steps: int,
     *,
     save: SaveAt | None = None,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(),
     block_size: int = 256,
-    callback: Callable[[int, float, float], None] | None = None,
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
     shard: bool | Mesh = False,
-) -> Trajectory:
-    """Explicit particle gradient descent from ``mu0`` for ``num_steps`` steps of mean-field size ``step_size``.
+) -> Solution:
+    """Explicit particle gradient descent from ``mu0``: ``num_steps`` steps of mean-field size ``step_size``.
 
-    ``step_size`` is a float or a schedule ``k ↦ η_k`` (see :mod:`wgflow.flows.schedules`).
+    ``step_size``: a float or a schedule ``k ↦ η_k`` (:mod:`wgflow.flows.schedules`).
+    ``monitor``: what counts as a failure and what happens then (:class:`~wgflow.flows.solve.Monitor`;
+    by default a rise of F above its running minimum stops the run as ``unstable``).
     ``shard=True`` (or a :class:`jax.sharding.Mesh`) spreads the particles over all devices
     (:mod:`wgflow.sharding`); the results are those of one device, to rounding.
-    Diagnostics: ``speed`` = ‖∇F'(μ_k)‖_{L²(|μ_k|)} per step.
+    Returns a :class:`~wgflow.flows.solve.Solution` whose saved values are Measures.
     """
     _check(objective, mu0)
-    etas = step_sizes(step_size, num_steps)
     if shard is not False:
         return _sharded(explicit_gd, objective, mu0, shard, step_size=step_size, num_steps=num_steps, save=save,
-                        max_growth=max_growth, block_size=block_size, callback=callback)
-    return integrate(
-        explicit_step, _value, objective, mu0, etas, save=save, max_growth=max_growth,
-        block_size=block_size, callback=callback, name="explicit GD",
-    )
+                        monitor=monitor, block_size=block_size, callback=callback, max_seconds=max_seconds)
+    return solve(ExplicitGD(), objective, mu0, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
+                 callback=callback, max_seconds=max_seconds)
 
 
-def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Trajectory:
+def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Solution:
     """Run ``flow`` with the particles sharded over a mesh, then drop the padding atoms."""
     mesh = sharding.atom_mesh() if shard is True else shard
     mu, m = sharding.shard_measure(mu0, mesh)
-    traj = flow(sharding.replicate(objective, mesh), mu, **kwargs)
-    cut = lambda x: x[..., :m, :] if x.ndim >= 2 and x.shape[-2] == mu.width else x[..., :m]  # noqa: E731
-    return dataclasses.replace(
-        traj,
-        snapshots=Measure(cut(traj.snapshots.positions), traj.snapshots.masses[..., :m]),
-        final=Measure(traj.final.positions[:m], traj.final.masses[:m]),
-    )
+    sol = flow(sharding.replicate(objective, mesh), mu, **kwargs)
+
+    def cut(x: Measure) -> Measure:
+        return Measure(np.asarray(x.positions)[..., :m, :], np.asarray(x.masses)[..., :m])
+
+    saved = cut(sol.saved) if isinstance(sol.saved, Measure) else sol.saved
+    final = cut(sol.final)
+    return eqx.tree_at(lambda s: (s.saved, s.final), sol, (saved, final))
+
+
+# --------------------------------------------------------------------------- Langevin
+
+
+class LangevinState(eqx.Module):
+    """The state of mean-field Langevin dynamics: the particles and the PRNG key of the next step."""
+
+    measure: Measure
+    key: Array
+
+
+class LangevinGD(AbstractFlow):
+    """Mean-field Langevin dynamics ``dθ = −∇F'(μ)(θ) dt + √(2T) dB`` (Euler–Maruyama).
+
+    The Wasserstein gradient flow of ``F + T ∫ log μ dμ``, whose stationary law is
+    ∝ exp(−F'(μ)/T) (Mei, Montanari & Nguyen 2018; Chizat 2022; Nitanda, Wu & Suzuki 2022).
+    Each step draws ``√(2T dt) ξ`` per particle with ξ ~ N(0, I), projected on the tangent
+    space of Θ (the sphere factor of ``sphere``), then retracts. ``temperature = 0`` is
+    explicit GD exactly. F is not monotone under noise: the monitor checks divergence only.
+    Stats: ``speed`` = ‖v‖_{L²(|μ|)} of the drift.
+    """
+
+    temperature: Array
+    name: ClassVar[str] = "Langevin GD"
+    monotone: ClassVar[bool] = False
+
+    def init(self, objective: Objective, x0: LangevinState) -> LangevinState:
+        return x0
+
+    def step(self, objective: Objective, state: LangevinState, dt: Array) -> tuple[LangevinState, StepInfo]:
+        mu = state.measure
+        key, sub = jax.random.split(state.key)
+        F, v = objective.value_and_velocity(mu)
+        moving = (mu.masses != 0)[:, None]
+        v = jnp.where(moving, v, 0.0)
+        T = jnp.asarray(self.temperature, mu.positions.dtype)
+        xi = jax.random.normal(sub, mu.positions.shape, mu.positions.dtype)
+        noise = jnp.where(moving, objective.unit.project_tangent(mu.positions, jnp.sqrt(2 * T * dt) * xi), 0.0)
+        pos = objective.unit.retract(mu.positions + dt * v + noise)
+        return LangevinState(Measure(pos, mu.masses), key), StepInfo(F, RESULTS.successful, {"speed": _speed(mu, v)})
+
+    def value(self, objective: Objective, state: LangevinState) -> Array:
+        return objective.value(state.measure)
+
+    def measure(self, objective: Objective, state: LangevinState) -> Measure:
+        return state.measure
+
+
+def langevin_gd(
+    objective: Objective,
+    mu0: Measure,
+    step_size: Schedule,
+    num_steps: int,
+    *,
+    temperature: float,
+    key: Array,
+    save: SaveAt | None = None,
+    monitor: Monitor | None = Monitor(),
+    block_size: int = 256,
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
+) -> Solution:
+    """Mean-field Langevin dynamics at ``temperature`` T ≥ 0 from ``mu0`` (see :class:`LangevinGD`).
+
+    ``key``: a ``jax.random`` key; the same key gives the same run. The saved values and
+    ``final`` are Measures; ``solution.loop.state.key`` continues the noise.
+    """
+    _check(objective, mu0)
+    ok = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) and math.isfinite(temperature) and temperature >= 0
+    require(ok, "temperature", "must be a finite number >= 0", "set temperature >= 0 (0 is explicit GD)", temperature)
+    try:
+        key = jnp.asarray(key)
+        ok = key.dtype == jnp.uint32 and key.shape == (2,) or jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    except (TypeError, ValueError):
+        ok = False
+    require(ok, "key", "must be a jax.random key (jax.random.PRNGKey(seed) or jax.random.key(seed))", value=key)
+    sol = solve(LangevinGD(jnp.asarray(temperature, mu0.positions.dtype)), objective, LangevinState(mu0, key), step_size, num_steps,
+                saveat=save, monitor=monitor, block_size=block_size, callback=callback, max_seconds=max_seconds)
+    return eqx.tree_at(lambda s: s.final, sol, sol.final.measure)
 
 
 # --------------------------------------------------------------------------- implicit
@@ -326,6 +436,29 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
     }
 
 
+class ImplicitGD(_ParticleFlow):
+    """Implicit (proximal) particle gradient descent, solved by :func:`implicit_step`.
+
+    A step whose proximal residual ρ stays above the solver's tolerance reports
+    ``inner_not_converged``. Stats: ``iterations`` (inner L-BFGS iterations), ``residual`` (ρ),
+    ``prox_value`` = F(θ⁺) + Σ|p||θ⁺ − θ|²/(2η) (≤ F(θ) at a minimiser), ``on_kink``, ``at_origin``.
+    """
+
+    solver: ProxSolver = eqx.field(static=True, default=ProxSolver())
+    name: ClassVar[str] = "implicit GD"
+
+    def step(self, objective: Objective, mu: Measure, dt: Array) -> tuple[Measure, StepInfo]:
+        new, F, stats = implicit_step(objective, mu, dt, self.solver)
+        tol = self.solver.resolved_tol(mu.positions.dtype)
+        result = RESULTS.where(stats["residual"] <= tol, RESULTS.successful, RESULTS.inner_not_converged)
+        return new, StepInfo(F, result, stats)
+
+    def inner_failure(self, objective: Objective, stats: dict) -> str:
+        tol = self.solver.resolved_tol(objective.X.dtype)
+        return (f"the proximal residual reached {stats['residual']:.3g} > tol = {tol:g} after {int(stats['iterations'])} inner "
+                "iterations; raise solver.max_iter, loosen solver.tol or take a smaller step")
+
+
 def implicit_gd(
     objective: Objective,
     mu0: Measure,
@@ -334,71 +467,49 @@ def implicit_gd(
     *,
     solver: ProxSolver = ProxSolver(),
     save: SaveAt | None = None,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(),
     block_size: int = 64,
-    callback: Callable[[int, float, float], None] | None = None,
-) -> Trajectory:
-    """Implicit (proximal) particle gradient descent; see the module docstring.
+    callback: Callable | None = None,
+    max_seconds: float | None = None,
+) -> Solution:
+    """Implicit (proximal) particle gradient descent; see the module docstring and :class:`ImplicitGD`.
 
-    Diagnostics per step: ``iterations`` (inner L-BFGS iterations), ``residual`` (ρ),
-    ``prox_value`` = F(θ⁺) + Σ|p||θ⁺ − θ|²/(2η) (≤ F(θ) at an exact minimiser).
-    The status is ``"not_converged"`` if some step ended with ρ > tol.
+    By default (``Monitor()``) a step whose inner solver misses its tolerance stops the run
+    with ``inner_not_converged``; ``Monitor(policy="warn")`` goes on and reports it.
     """
     _check(objective, mu0)
-    require(solver.max_iter > 0, "solver.max_iter", "must be > 0", value=solver.max_iter)
-    require(solver.round_iter > 0, "solver.round_iter", "must be > 0", value=solver.round_iter)
-    etas = step_sizes(step_size, num_steps)
-    step = _ImplicitStep(solver)
-    traj = integrate(
-        step, _value, objective, mu0, etas, save=save, max_growth=max_growth,
-        block_size=block_size, callback=callback, name="implicit GD",
-    )
-    tol = solver.resolved_tol(mu0.positions.dtype)
-    res = traj.diagnostics.get("residual")
-    if traj.status == "completed" and res is not None and len(res) and float(res.max()) > tol:
-        k = int(res.argmax())
-        return dataclasses.replace(
-            traj,
-            status="not_converged",
-            message=(
-                f"implicit GD: the proximal residual reached {float(res.max()):.3g} > tol = {tol:g} at step {k} "
-                f"after {int(traj.diagnostics['iterations'][k])} inner iterations; raise solver.max_iter or the tolerance"
-            ),
-        )
-    return traj
-
-
-@dataclasses.dataclass(frozen=True)
-class _ImplicitStep:
-    """``implicit_step`` with its solver bound (hashable, so one compilation per solver setting)."""
-
-    solver: ProxSolver
-
-    def __call__(self, objective, mu, eta):
-        return implicit_step(objective, mu, eta, self.solver)
+    require(isinstance(solver, ProxSolver), "solver", "must be a ProxSolver", value=solver)
+    require(isinstance(solver.max_iter, int) and solver.max_iter > 0, "solver.max_iter", "must be a positive integer", value=solver.max_iter)
+    require(isinstance(solver.round_iter, int) and solver.round_iter > 0, "solver.round_iter", "must be a positive integer", value=solver.round_iter)
+    require(solver.tol is None or (isinstance(solver.tol, (int, float)) and math.isfinite(solver.tol) and solver.tol > 0),
+            "solver.tol", "must be a finite number > 0 (or None)", value=solver.tol)
+    return solve(ImplicitGD(solver), objective, mu0, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
+                 callback=callback, max_seconds=max_seconds)
 
 
 def explicit_gd_sweep(
     objective: Objective,
-    mus: Measure,
+    mus: Measure | LoopState,
     step_size: Schedule,
     num_steps: int,
     *,
     save: SaveAt | None = None,
-    max_growth: float = 1e6,
+    monitor: Monitor | None = Monitor(),
     block_size: int = 256,
     callback: Callable | None = None,
-    stopped=None,
-):
-    """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on the same
-    objective and schedule, as one vmapped program. Runs of different widths are padded with
-    zero-mass particles (which do not change F nor the other particles' velocities).
-    Returns a :class:`~wgflow.flows.trajectory.BatchTrajectory`."""
-    require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
-    objective.unit.check_input_dim(mus.positions.shape[-1], objective.d)
-    require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
-    etas = step_sizes(step_size, num_steps)
-    return integrate_batch(
-        explicit_step, _value, objective, mus, etas, save=save, max_growth=max_growth,
-        block_size=block_size, callback=callback, name="explicit GD", stopped=stopped,
-    )
+    max_seconds: float | None = None,
+) -> Solution:
+    """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on one
+    objective, as one vmapped program, with a result code per run. Runs of different widths
+    are padded with zero-mass particles (:func:`wgflow.measure.stack_padded`), which change
+    neither F nor the other particles' velocities. ``step_size``: shared (a float, a
+    schedule) or one per run ((R,) or (R, K)). ``mus`` may be the ``loop`` of an earlier
+    sweep, to continue it. Returns a batched :class:`~wgflow.flows.solve.Solution`."""
+    if not isinstance(mus, LoopState):
+        require(isinstance(mus, Measure), "mus", "must be a batch of Measures (positions (R, m, D), masses (R, m))")
+        require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
+        objective.unit.check_input_dim(mus.positions.shape[-1], objective.d)
+        require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
+        require(bool(jnp.all(jnp.isfinite(mus.masses))), "mus.masses", "contain NaN/inf", "give finite masses")
+    return solve(ExplicitGD(), objective, mus, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
+                 callback=callback, max_seconds=max_seconds, batched=True)

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,28 +23,31 @@ from wgflow.measure import Measure
 # --------------------------------------------------------------------------- measures on a grid
 
 
-@dataclasses.dataclass(frozen=True)
-class GridMeasure:
+class GridMeasure(eqx.Module):
     """Masses ``(C, N)`` on a :class:`Grid`, component ``c`` carrying the sign ``signs[c]``.
 
     :meth:`to_measure` gives the :class:`~wgflow.measure.Measure` the objective and the
-    metrics evaluate: the grid points (once per component) with signed masses.
+    metrics evaluate: the grid points (once per component) with signed masses. The masses
+    stay what they were given as (NumPy or JAX); a 1-D array is one component.
     """
 
-    grid: Grid
-    masses: np.ndarray
-    signs: tuple = (1.0,)
+    grid: Grid = eqx.field(static=True)
+    masses: Any
+    signs: tuple = eqx.field(static=True, default=(1.0,))
 
-    def __post_init__(self):
-        m = np.asarray(self.masses)
-        if m.ndim == 1:
-            m = m[None]
-        object.__setattr__(self, "masses", m)
-        object.__setattr__(self, "signs", tuple(float(s) for s in self.signs))
+    def __init__(self, grid: Grid, masses, signs: Sequence[float] = (1.0,)):
+        require(isinstance(grid, Grid), "grid", "must be a wgflow.grid.Grid", value=grid)
+        if not isinstance(masses, jax.Array):
+            masses = np.asarray(masses)
+        if masses.ndim == 1:
+            masses = masses[None]
+        self.grid = grid
+        self.masses = masses
+        self.signs = tuple(float(s) for s in signs)
         require(
-            m.shape == (len(self.signs), self.grid.size),
+            tuple(masses.shape) == (len(self.signs), grid.size),
             "grid_measure.masses",
-            f"must have shape (C, N) = ({len(self.signs)}, {self.grid.size}), got {m.shape}",
+            f"must have shape (C, N) = ({len(self.signs)}, {grid.size}), got {tuple(masses.shape)}",
         )
 
     @property
@@ -50,18 +55,21 @@ class GridMeasure:
         return np.asarray(self.masses).sum(axis=-1)
 
     def to_measure(self) -> Measure:
+        """The :class:`Measure` of these masses (:func:`to_measure`)."""
         return to_measure(self.grid, self.masses, self.signs)
 
 
-def to_measure(grid: Grid, masses, signs: Sequence[float] = (1.0,)) -> Measure:
+def to_measure(grid: Grid, masses, signs: Sequence[float] = (1.0,), *, points=None) -> Measure:
     """The :class:`Measure` of grid masses ``(C, N)`` (or ``(N,)``): positions θ of the grid points,
-    repeated for each component, and masses ``signs[c] · masses[c]``."""
+    repeated for each component, and masses ``signs[c] · masses[c]``. This is the one way from
+    grid masses to a Measure; ``points`` (N, dim) passes the grid's positions when they are
+    at hand already (a compiled flow keeps them as an input rather than a constant)."""
     masses = jnp.asarray(masses)
     if masses.ndim == 1:
         masses = masses[None]
     C = masses.shape[0]
     require(len(signs) == C, "signs", f"need one sign per component ({C}), got {len(signs)}")
-    pts = jnp.asarray(grid.points(), masses.dtype)
+    pts = jnp.asarray(grid.points() if points is None else points, masses.dtype)
     s = jnp.asarray(signs, masses.dtype)
     return Measure(jnp.tile(pts, (C, 1)), (s[:, None] * masses).reshape(-1))
 
