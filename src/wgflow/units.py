@@ -58,6 +58,8 @@ ACTIVATIONS: dict[str, Activation] = {}
 
 def register_activation(activation: Activation) -> Activation:
     """Make an activation available by name (configs, CLI)."""
+    if not isinstance(activation, Activation):
+        raise InputError("activation", f"must be a wgflow.units.Activation, got {type(activation).__name__}")
     ACTIVATIONS[activation.name] = activation
     return activation
 
@@ -164,6 +166,7 @@ class Parameterisation(abc.ABC):
     name: ClassVar[str] = ""
     signed_masses: ClassVar[bool] = False  # True: the output's sign is carried by the mass
     extra_dims: ClassVar[int] = 0  # D = d + extra_dims
+    output_kink: ClassVar[float | None] = None  # κ if V = κ|c(θ)| + smooth (a kink at c = 0), else None
 
     # -- what a neuron is
     def dim(self, d: int) -> int:
@@ -253,6 +256,10 @@ class _WithOutputWeight(Parameterisation):
     def output_weight(self, positions):
         return positions[:, -1]
 
+    def with_output_weight(self, positions, c):
+        """The positions whose output weight is ``c`` (m,), other coordinates kept."""
+        return positions.at[:, -1].set(c)
+
 
 @dataclasses.dataclass(frozen=True)
 class Lifted(_WithOutputWeight):
@@ -322,6 +329,7 @@ class Sphere(_WithOutputWeight):
     """θ = (u, a), |u| = 1: unit a σ(u·x), V = 2|a| (seed 001 §2 (d)); u = w/|w|, a = m|w|α."""
 
     name: ClassVar[str] = "sphere"
+    output_kink: ClassVar[float | None] = 2.0
 
     def regulariser(self, positions):
         return 2.0 * absolute(positions[:, -1])
@@ -385,9 +393,20 @@ class SignedSquare(Parameterisation):
         return _balanced_plain(signed_square(measure.positions), measure.masses)
 
 
-PARAMETERISATIONS: dict[str, type[Parameterisation]] = {
-    cls.name: cls for cls in (Lifted, Signed, Split, Sphere, SignedSquare)
-}
+PARAMETERISATIONS: dict[str, type[Parameterisation]] = {}
+
+
+def register_parameterisation(cls: type[Parameterisation]) -> type[Parameterisation]:
+    """Make a parameterisation (a subclass of :class:`Parameterisation` with a ``name``) available
+    by name (configs, the command line). Usable as a class decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, Parameterisation) and cls.name):
+        raise InputError("parameterisation", f"must be a Parameterisation subclass with a name, got {cls!r}")
+    PARAMETERISATIONS[cls.name] = cls
+    return cls
+
+
+for _cls in (Lifted, Signed, Split, Sphere, SignedSquare):
+    register_parameterisation(_cls)
 
 
 def get_parameterisation(name: str | Parameterisation, activation: str | Activation = "relu") -> Parameterisation:
@@ -398,6 +417,6 @@ def get_parameterisation(name: str | Parameterisation, activation: str | Activat
         raise InputError(
             "parameterisation",
             f"unknown parameterisation {name!r}",
-            f"use one of {sorted(PARAMETERISATIONS)}",
+            f"use one of {sorted(PARAMETERISATIONS)} or register_parameterisation(...)",
         )
     return PARAMETERISATIONS[name](get_activation(activation))

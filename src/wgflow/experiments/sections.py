@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import jax
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from wgflow.data import Dataset, teacher_student
 from wgflow.experiments.config import Section
 from wgflow.flows import schedules
+from wgflow.losses import LOSSES
+from wgflow.units import ACTIVATIONS, PARAMETERISATIONS
 
-ActivationName = Literal["relu", "sigmoid", "tanh", "cos"]
-ParamName = Literal["lifted", "signed", "split", "sphere", "signed_square"]
+_REGISTRIES = {"activation": ACTIVATIONS, "parameterisation": PARAMETERISATIONS, "loss": LOSSES}
+
+
+def registered(kind: str) -> AfterValidator:
+    """A validator for a name of the registry ``kind``: checked when the config is read, so
+    that a name registered by then (``register_activation``, …) works as a built-in one does."""
+    table = _REGISTRIES[kind]
+
+    def check(name: str) -> str:
+        if name not in table:
+            raise ValueError(f"unknown {kind} {name!r}: the registered ones are {sorted(table)} (register_{kind}(...) adds one)")
+        return name
+
+    return AfterValidator(check)
+
+
+#: names of registered activations, parameterisations and losses (checked against the registries)
+ActivationName = Annotated[str, registered("activation")]
+ParamName = Annotated[str, registered("parameterisation")]
+LossName = Annotated[str, registered("loss")]
 
 
 class DataSection(Section):

@@ -31,6 +31,7 @@ from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segment
 from wgflow.experiments.sections import (
     ActivationName,
     DataSection,
+    LossName,
     InitSection,
     OutputSection,
     ParamName,
@@ -52,9 +53,9 @@ KIND = "teacher_student"
 class ModelSection(Section):
     """The student: parameterisations (each is its own sweep), activation, loss, weight decay."""
 
-    parameterisations: list[ParamName] = Field(["signed_square", "lifted"], description="parameterisations to train (DESIGN §1)")
-    activation: ActivationName = Field("relu", description="the student's activation σ")
-    loss: Literal["square", "logistic"] = Field("square", description="pointwise loss ℓ (square: (f − y)², no 1/2)")
+    parameterisations: list[ParamName] = Field(["signed_square", "lifted"], description="parameterisations to train (registered names: lifted, signed, split, sphere, signed_square, …)")
+    activation: ActivationName = Field("relu", description="the student's activation σ, a registered name (relu, sigmoid, tanh, cos, …)")
+    loss: LossName = Field("square", description="pointwise loss ℓ, a registered name (square: (f − y)², no 1/2; logistic: labels ±1)")
     lam: float = Field(1e-3, ge=0, description="weight decay λ (F = R + λ ∫ V d|μ|)")
     reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j ℓ ('sum', seed 001) or its mean over j")
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision of the run")

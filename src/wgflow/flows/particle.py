@@ -317,26 +317,34 @@ def _origin_slopes(objective: Objective, mu_t: Measure, mu_next: Measure, eta, c
 def _neuron_residuals(objective: Objective, mu_t: Measure, mu_next: Measure, eta, solver: "ProxSolver"):
     """Per neuron, the implicit-Euler residual in velocity units (see :func:`prox_residual`),
     and the active-set information: (residual (m,), kink mask, kink inputs (m, d),
-    origin mask, descent direction from the origin (m, d))."""
+    origin mask, descent direction from the origin (m, d), output-weight-at-zero mask)."""
     unit = objective.unit
-    v = objective.velocity(mu_next)  # −∇F' with the σ'(0) = 0 selection, tangent
+    v = objective.velocity(mu_next)  # −∇F' with the σ'(0) = 0 selection (and |c|'(0) = 0), tangent
     g = unit.project_tangent(mu_next.positions, (mu_next.positions - mu_t.positions) / eta) - v
-    res = jnp.linalg.norm(g, axis=-1)
     m, d = mu_next.width, objective.d
-    if unit.activation.kink_jump is None:
-        none = jnp.zeros((m,), bool)
-        return res, none, jnp.zeros((m, d), g.dtype), none, jnp.zeros((m, d), g.dtype)
-    j, z, base, h, t = _kinks(objective, mu_next, g)
-    on_kink = jnp.abs(z) <= solver.kink_band
-    res = jnp.where(on_kink, jnp.linalg.norm(base + jnp.clip(t, 0.0, 1.0)[:, None] * h, axis=-1), res)
-    kink_mask = on_kink & (t > 0) & (t < 1)
-    at_origin = jnp.linalg.norm(unit.direction(mu_next.positions), axis=-1) <= solver.kink_band
-    if unit.activation.homogeneity == 1:
+    none = jnp.zeros((m,), bool)
+    kink_mask, kink_x, at_origin, direction = none, jnp.zeros((m, d), g.dtype), none, jnp.zeros((m, d), g.dtype)
+    if unit.activation.kink_jump is not None:
+        j, z, base, h, t = _kinks(objective, mu_next, g)
+        on_kink = jnp.abs(z) <= solver.kink_band
+        g = jnp.where(on_kink[:, None], base + jnp.clip(t, 0.0, 1.0)[:, None] * h, g)
+        kink_mask, kink_x = on_kink & (t > 0) & (t < 1), objective.X[j]
+        at_origin = jnp.linalg.norm(unit.direction(mu_next.positions), axis=-1) <= solver.kink_band
+    out_zero = none
+    if unit.output_kink is not None:
+        # V = κ|c| + smooth (sphere: 2|a|): where c = 0 the Clarke subdifferential of λκ|c| is
+        # [−λκ, λκ], and the c-part of the residual is the distance from 0 to g_c + [−λκ, λκ].
+        width = objective.lam * unit.output_kink
+        c = jnp.asarray(unit.output_weight(mu_next.positions))
+        at_zero = jnp.abs(c) <= solver.kink_band
+        gc = g[:, -1]
+        g = g.at[:, -1].set(jnp.where(at_zero, jnp.sign(gc) * jnp.maximum(jnp.abs(gc) - width, 0.0), gc))
+        out_zero = at_zero & (jnp.abs(gc) <= width)
+    res = jnp.linalg.norm(g, axis=-1)
+    if unit.activation.kink_jump is not None and unit.activation.homogeneity == 1:
         slope, direction = _origin_slopes(objective, mu_t, mu_next, eta, solver.origin_directions)
         res = jnp.where(at_origin, slope, res)
-    else:
-        direction = jnp.zeros((m, d), g.dtype)
-    return res, kink_mask & ~at_origin, objective.X[j], at_origin, direction
+    return res, kink_mask & ~at_origin, kink_x, at_origin, direction, out_zero & ~at_origin
 
 
 def prox_residual(objective: Objective, mu_t: Measure, mu_next: Measure, eta, solver: "ProxSolver | None" = None) -> Array:
@@ -377,7 +385,9 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
     scale = jnp.where(weights > 0, jnp.sqrt(weights), 1.0)[:, None]
     kinked = unit.activation.kink_jump is not None
 
-    def project(psi, kink_x, kink_mask, origin_mask):
+    def project(psi, kink_x, kink_mask, origin_mask, out_mask):
+        if unit.output_kink is not None:  # pinned at c = 0, the kink of V
+            psi = jnp.where(out_mask[:, None], unit.with_output_weight(psi, jnp.zeros(psi.shape[:1], psi.dtype)), psi)
         if not kinked:
             return psi
         psi = unit.project_to_kink(psi, kink_x, kink_mask)
@@ -407,12 +417,12 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
 
     def examine(pos):
         """Residual, the next active set, and the position with released origin neurons kicked out."""
-        res, kink_mask, kink_x, at_origin, direction = _neuron_residuals(objective, mu, Measure(unit.retract(pos), mu.masses), eta, solver)
+        res, kink_mask, kink_x, at_origin, direction, out_zero = _neuron_residuals(objective, mu, Measure(unit.retract(pos), mu.masses), eta, solver)
         stuck = at_origin & (res <= tol)
         leave = at_origin & (res > tol)
         kicked = unit.retract(unit.with_direction(pos, unit.direction(pos) + (eta * res)[:, None] * direction))
         pos = jnp.where(leave[:, None], kicked, pos)
-        return jnp.max(res), (kink_x, kink_mask, stuck), pos
+        return jnp.max(res), (kink_x, kink_mask, stuck, out_zero), pos
 
     def round_cond(c):
         _, _, iters, res, _ = c
@@ -422,7 +432,7 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
         pos, active, iters, _, _ = c
         pos, it = lbfgs(pos, active, jnp.minimum(solver.round_iter, solver.max_iter - iters))
         res, active, kicked = examine(pos)
-        return kicked, active, iters + it, res, pos
+        return kicked, active, iters + jnp.maximum(it, 1), res, pos  # a round counts at least one iteration: the loop ends
 
     res0, active0, kicked0 = examine(mu.positions)
     _, active, iters, res, pos = jax.lax.while_loop(round_cond, round_body, (kicked0, active0, jnp.array(0), res0, mu.positions))
@@ -433,6 +443,7 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
         "prox_value": G(mu_next.positions),
         "on_kink": jnp.sum(active[1]),
         "at_origin": jnp.sum(active[2]),
+        "output_at_zero": jnp.sum(active[3]),
     }
 
 
@@ -441,7 +452,8 @@ class ImplicitGD(_ParticleFlow):
 
     A step whose proximal residual ρ stays above the solver's tolerance reports
     ``inner_not_converged``. Stats: ``iterations`` (inner L-BFGS iterations), ``residual`` (ρ),
-    ``prox_value`` = F(θ⁺) + Σ|p||θ⁺ − θ|²/(2η) (≤ F(θ) at a minimiser), ``on_kink``, ``at_origin``.
+    ``prox_value`` = F(θ⁺) + Σ|p||θ⁺ − θ|²/(2η) (≤ F(θ) at a minimiser), ``on_kink``, ``at_origin``,
+    ``output_at_zero`` (neurons pinned at the kink c = 0 of V, e.g. a = 0 for ``sphere``).
     """
 
     solver: ProxSolver = eqx.field(static=True, default=ProxSolver())

@@ -181,7 +181,8 @@ POLICIES = ("stop", "warn", "backtrack")
 class Monitor(eqx.Module):
     """What counts as a failure, and what happens then.
 
-    - ``diverged``: F or the next state is non-finite, or F > ``max_growth`` · |F(0)|.
+    - ``diverged``: F or the next state is non-finite, or F > ``max_growth`` · |F(0)| (if F(0) = 0,
+      the first nonzero F takes its place).
     - ``unstable`` (flows with ``monotone``, unless ``check_rise=False``): F > F_min +
       ``rtol``·|F_min| + ``atol`` with F_min the running minimum. ``rtol=None``: 10⁻³;
       ``atol=None``: 100·eps·|F(0)|. Why so loose: F's rounding is some 10⁻¹⁵ of it (10⁻⁶ in
@@ -247,7 +248,7 @@ class Monitor(eqx.Module):
 
     def verdict(self, flow: AbstractFlow, F: Array, F_min: Array, F0: Array) -> tuple[Array, Array]:
         """(F is bad — non-finite or grown beyond the limit —, F rose beyond the tolerance)."""
-        limit = self.max_growth * jnp.maximum(jnp.abs(F0), jnp.finfo(F.dtype).tiny)
+        limit = jnp.where(F0 == 0, jnp.inf, self.max_growth * jnp.abs(F0))  # F(0) = 0: growth counts from the first nonzero F
         bad = ~jnp.isfinite(F) | (F > limit)
         rise = (F > F_min + self.tolerance(F_min, F0)) & ~bad if self.checks_rise(flow) else jnp.zeros((), bool)
         return bad, rise
@@ -419,12 +420,14 @@ def _attempt(flow: AbstractFlow, monitor: Monitor | None, problem, loop: LoopSta
         if backtrack:  # after recover_after good substeps, try twice as long a substep again
             recover = (level > 0) & (good >= monitor.recover_after) & done
             level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
+        # the growth limit is relative to |F(0)|, or to the first nonzero F if F(0) = 0
+        F0 = jnp.where(loop.F0 == 0, jnp.abs(F), loop.F0)
         return eqx.tree_at(
-            lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F_min, s.F_last, s.speed_last, s.dt_last),
+            lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min, s.F_last, s.speed_last, s.dt_last),
             loop,
             (
                 new, loop.state if backtrack else None, jnp.where(done, loop.step + 1, loop.step), jnp.where(done, 0, sub), level,
-                loop.step, loop.sub, good, jnp.minimum(loop.F_min, F), F, speed, dt.astype(F.dtype),
+                loop.step, loop.sub, good, F0, jnp.minimum(loop.F_min, F), F, speed, dt.astype(F.dtype),
             ),
             is_leaf=lambda x: x is None,
         )
@@ -605,12 +608,17 @@ class Solution(eqx.Module):
         s, K = int(np.asarray(self.stop_step)[r]), self.objective.shape[1] - 1
         keep = s + 1 if s < K else K
 
+        # the saves of this run: those taken before it stopped (later ones repeat its last state)
+        st = self.save_times[r]
+        fresh = np.concatenate([[True], st[1:] > st[:-1]])
+        steps = np.searchsorted(self.times[r], st[fresh])
+
         def pick(a):
             return a[r]
 
         return Solution(
             times=self.times[r, : s + 1], objective=self.objective[r, : s + 1], stats={k: v[r, :keep] for k, v in self.stats.items()},
-            save_steps=self.save_steps, save_times=self.save_times[r], saved=jax.tree_util.tree_map(pick, self.saved),
+            save_steps=steps, save_times=st[fresh], saved=jax.tree_util.tree_map(lambda a: a[r][fresh], self.saved),
             final=jax.tree_util.tree_map(pick, self.final), result=results_of(self.codes[r]), stop_step=s,
             loop=jax.tree_util.tree_map(pick, self.loop), message=self.message[r], batched=False,
             seconds=self.seconds, compile_seconds=self.compile_seconds,
@@ -731,8 +739,8 @@ def solve(
     with the code ``stopped``, as ``max_seconds`` of wall time does. ``block_size``: steps per
     compiled block; ``name``: the flow's name in messages.
     """
-    name = name or flow.name
     require(isinstance(flow, AbstractFlow), "flow", f"must be a wgflow flow (an AbstractFlow), got {type(flow).__name__}")
+    name = name or flow.name
     ok = isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool) and num_steps > 0
     require(ok, "num_steps", "must be a positive integer", "set num_steps >= 1", num_steps)
     ok = isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool) and block_size > 0
