@@ -1,7 +1,6 @@
 """Data generators, loaders and initial measures."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats

@@ -227,7 +227,7 @@ def test_blow_up_stops_with_message_and_keeps_the_trajectory():
 
 
 def test_nan_stops_with_message():
-    from wgflow.objective import Loss
+    from wgflow.losses import Loss
 
     X, y = _data()
     poisoned = Loss("poisoned", lambda f, y: (f - y) ** 2 + jnp.log(0.3 - f))  # NaN once some f > 0.3

@@ -7,8 +7,19 @@ mean-field time.
 
 from wgflow.errors import InputError
 from wgflow.measure import Measure, uniform_measure
-from wgflow.objective import LOSSES, Loss, Objective, make_objective
-from wgflow.units import ACTIVATIONS, PARAMETERISATIONS, Activation, PlainNetwork, get_activation, get_parameterisation
+from wgflow.losses import LOSSES, Loss, get_loss, register_loss
+from wgflow.objective import Objective, make_objective
+from wgflow.units import (
+    ACTIVATIONS,
+    PARAMETERISATIONS,
+    Activation,
+    Parameterisation,
+    PlainNetwork,
+    get_activation,
+    get_parameterisation,
+    register_activation,
+    register_parameterisation,
+)
 
 __version__ = "0.1.0"
 
@@ -22,8 +33,13 @@ __all__ = [
     "Objective",
     "PARAMETERISATIONS",
     "PlainNetwork",
+    "Parameterisation",
     "get_activation",
+    "get_loss",
     "get_parameterisation",
+    "register_activation",
+    "register_loss",
+    "register_parameterisation",
     "make_objective",
     "uniform_measure",
 ]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 from jax import Array
-import jax.numpy as jnp
 
 from wgflow.errors import InputError, require
 

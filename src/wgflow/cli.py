@@ -47,7 +47,8 @@ def show_config(
     """Print a named experiment's full resolved config (TOML)."""
     from wgflow import experiments
     from wgflow.errors import InputError
-    from wgflow.experiments.config import describe as describe_fields, dump_toml
+    from wgflow.experiments.config import describe as describe_fields
+    from wgflow.experiments.config import dump_toml
 
     try:
         module, cfg = experiments.load(name, set_, quick)

@@ -17,8 +17,7 @@ are a :class:`~wgflow.measure.Measure`.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -28,7 +27,7 @@ from jax import Array
 
 from wgflow.chunking import Chunking, blocks
 from wgflow.errors import InputError, require
-from wgflow.losses import LOSSES, Loss, get_loss, register_loss
+from wgflow.losses import Loss, get_loss
 from wgflow.measure import Measure
 from wgflow.units import Parameterisation, get_parameterisation
 

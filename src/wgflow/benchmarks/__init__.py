@@ -15,6 +15,7 @@ import time
 
 BENCHMARKS = {
     "particle": "wgflow.benchmarks.particle",
+    "loop": "wgflow.benchmarks.loop",
     "scale": "wgflow.benchmarks.scale",
     "sweep": "wgflow.benchmarks.sweep",
     "sharded": "wgflow.benchmarks.sharded",

@@ -10,7 +10,6 @@ fraction of peak. FLOPs per step are counted as 4·n·m·(d+1).
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np

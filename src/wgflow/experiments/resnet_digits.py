@@ -28,7 +28,6 @@ from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, resnet_
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.models.resnet import (
-    ResNetParams,
     init_resnet,
     make_resnet_objective,
     resnet_forward,

@@ -31,8 +31,8 @@ from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segment
 from wgflow.experiments.sections import (
     ActivationName,
     DataSection,
-    LossName,
     InitSection,
+    LossName,
     OutputSection,
     ParamName,
     ScheduleSection,
@@ -67,9 +67,10 @@ class TrainSection(ScheduleSection):
     grad_tol: float = Field(1e-4, gt=0, description="a run has converged when its final ‖∇F'‖_{L²(|μ|)} is below this")
     success_tol: float = Field(1e-3, gt=0, description="success: relative excess (F − F*)/F* below this (ReLU, certified F*)")
     monitor: Literal["stop", "warn", "backtrack"] = Field(
-        "backtrack",
+        "stop",
         description="a step whose F rises above its running minimum: 'stop' the run (status unstable), 'warn' and go on, "
-        "or 'backtrack' (retake it as 2, 4, … substeps, so that every run is a monotone descent)",
+        "or 'backtrack' (retake it as 2, 4, … substeps, so that every run is a monotone descent; a batch then runs at the "
+        "substeps its most demanding run needs)",
     )
     rise_rtol: float = Field(1e-3, gt=0, lt=1, description="a rise of F above its running minimum by more than this (relative to it) counts as unstable")
     max_growth: float = Field(1e6, gt=1, description="a run whose objective grows by this factor is stopped as diverged")
@@ -173,8 +174,9 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 optima[param] = optimum_support.global_minimum(objective)
             mus = _initial_batch(cfg, param, widths, objective.d, dtype)
             state0 = {"loop": initial_loop_state(ExplicitGD(), objective, mus, monitor=monitor, batched=True)}
+            said: dict[int, str] = {}  # each run's message from the segment that saw its failure
 
-            def advance(state, k0, k1, objective=objective, gi=gi):
+            def advance(state, k0, k1, objective=objective, gi=gi, said=said):
                 local_rec = rec[(rec >= k0) & (rec < k1)]
                 local_snap = snaps[(snaps > k0) & (snaps <= k1)]
 
@@ -185,6 +187,9 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     objective, state["loop"], lambda k: etas[k0 + k], k1 - k0,
                     save=SaveAt(steps=(local_snap - k0).tolist()), monitor=monitor, block_size=1000, callback=cb,
                 )
+                for r, (code, message) in enumerate(zip(sol.codes, sol.message)):
+                    if code != 0 and r not in said:
+                        said[r] = message
                 at = [int(np.flatnonzero(sol.save_steps == s - k0)[0]) for s in local_snap]
                 out = {
                     "objective": sol.objective[:, local_rec - k0],
@@ -224,7 +229,11 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 results[f"{key}/max_substeps"] = 2 ** np.asarray(loop.max_level)[rows]
                 results[f"{key}/events"] = np.asarray(loop.events)[rows]
                 results[f"{key}/max_rise"] = np.asarray(loop.max_rise)[rows]
-                messages[key] = [_run_message(param, m, seed, loop, i * n_seeds + r, K, t, monitor) for r, seed in enumerate(cfg.sweep.seeds)]
+                messages[key] = [
+                    f"{param}, m = {m}, seed {seed}: " + said[i * n_seeds + r] if i * n_seeds + r in said
+                    else _run_message(param, m, seed, loop, i * n_seeds + r, K, t, monitor)
+                    for r, seed in enumerate(cfg.sweep.seeds)
+                ]
     seconds = time.perf_counter() - start
     for param, opt in optima.items():
         if opt is not None:

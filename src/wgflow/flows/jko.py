@@ -53,7 +53,8 @@ import numpy as np
 from jax import Array
 
 from wgflow.errors import InputError, require, require_positive
-from wgflow.flows.schedules import Schedule, step_sizes, times as schedule_times
+from wgflow.flows.schedules import Schedule, step_sizes
+from wgflow.flows.schedules import times as schedule_times
 from wgflow.flows.solve import RESULTS, AbstractFlow, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.grid import Grid, GridMeasure, bin_measure, check_memory, log_kernel, to_measure
 from wgflow.measure import Measure

@@ -208,7 +208,10 @@ class Monitor(eqx.Module):
       after an inner failure or a non-finite next state — so that F never rises beyond the
       tolerance while every step keeps the schedule's size on the clock. The substep count
       stays raised and is halved again after ``recover_after`` accepted substeps. After
-      ``max_halvings`` halvings in a row the run stops with the failure's code.
+      ``max_halvings`` halvings in a row the run stops with the failure's code. A rise that
+      only halves when the substep halves (its rate per unit step keeps ≥ 3/4 of itself) is
+      the first-order rise of a kink of F, not an instability — a smooth instability's rate
+      s²(L·dt/2 − 1) falls below half of itself — and is accepted and counted (``kinks``).
     """
 
     policy: str = eqx.field(static=True, default="stop")
@@ -264,14 +267,17 @@ class LoopState(eqx.Module):
     ``2**level``; ``prev`` (backtracking only) is the last accepted state, at
     (``prev_step``, ``prev_sub``); ``good`` counts accepted substeps since the last halving.
     ``time``: the mean-field time of ``state`` (kept in float64 by the host).
-    ``F0``: F at the very start (the growth limit); ``F_min``: the running minimum;
-    ``F_last``, ``speed_last``, ``dt_last``: the last accepted step's. ``result``: the code
-    of the first failure (``successful`` while none); ``active``: whether the run goes on;
-    ``events``: rises and inner failures flagged under ``warn``; ``retakes``: attempts
-    rejected by backtracking; ``max_level``: the most halvings in a row; ``max_rise``: the
-    largest rise of F above its running minimum along the kept steps, relative to it. ``event_*``: the
-    first failure (step, F, running minimum, the last step before it, the attempted size,
-    the stats of the attempt).
+    ``F0``: F at the very start (the growth limit); ``F_min``: the running minimum.
+    ``result``: the code of the first failure (``successful`` while none); ``active``: whether
+    the run goes on; ``events``: rises and inner failures flagged under ``warn``; ``retakes``:
+    attempts rejected by backtracking; ``max_level``: the most halvings in a row; ``max_rise``:
+    the largest rise of F above its running minimum along the kept steps, relative to it
+    (kept by the host). Backtracking only: ``dt_last``, the size of the last accepted substep;
+    ``rise_rate``, the rise per unit step of the last rejected rise, and ``rise_age`` the substeps
+    accepted since (it is compared with the rise of the state one retaken substep later);
+    ``kinks``, rises accepted because they shrank only in proportion to the step (a kink of F).
+    ``event_*``: the first failure (step, F, running minimum, attempted step size, the stats of
+    the attempt).
     """
 
     state: Any
@@ -285,21 +291,19 @@ class LoopState(eqx.Module):
     time: Any
     F0: Array
     F_min: Array
-    F_last: Array
-    speed_last: Array
-    dt_last: Array
     result: Array
     active: Array
     events: Array
     retakes: Array
     max_level: Array
-    max_rise: Array
+    max_rise: Any
+    dt_last: Array
+    rise_rate: Array
+    rise_age: Array
+    kinks: Array
     event_step: Array
     event_F: Array
     event_F_min: Array
-    event_F_last: Array
-    event_speed_last: Array
-    event_dt_last: Array
     event_dt: Array
     event_stats: dict
 
@@ -341,14 +345,76 @@ def _initial_loop(flow: AbstractFlow, problem, state, F0, monitor: Monitor | Non
     return LoopState(
         state=state, prev=state if backtrack else None,
         step=i32(0), sub=i32(0), level=i32(0), prev_step=i32(0), prev_sub=i32(0), good=i32(0),
-        time=jnp.asarray(0.0, fdt), F0=F0, F_min=F0, F_last=nan, speed_last=nan, dt_last=nan,
+        time=jnp.asarray(0.0, fdt), F0=F0, F_min=F0,
         result=i32(SUCCESSFUL), active=jnp.asarray(True), events=i32(0), retakes=i32(0), max_level=i32(0),
-        max_rise=jnp.zeros((), fdt), event_step=i32(-1), event_F=nan, event_F_min=nan, event_F_last=nan, event_speed_last=nan, event_dt_last=nan,
-        event_dt=nan, event_stats={k: jnp.full(v.shape, jnp.nan, _stat_dtype()) for k, v in info.stats.items()},
+        max_rise=jnp.zeros((), fdt), dt_last=nan, rise_rate=nan, rise_age=i32(0), kinks=i32(0), event_step=i32(-1), event_F=nan, event_F_min=nan, event_dt=nan,
+        event_stats={k: jnp.full(v.shape, jnp.nan, _stat_dtype()) for k, v in info.stats.items()},
     )
 
 
 # --------------------------------------------------------------------------- one attempt, one block
+#
+# An attempt is one step (or substep) of every run that is behind its target. It is split so
+# that the common case costs little: ``_try`` takes the step and the monitor's verdict;
+# ``_accept`` is the bookkeeping of a step without a failure; ``_decide`` applies the policy
+# and runs only when some run of the batch has a failure.
+
+
+class _Tried(eqx.Module):
+    new: Any
+    F: Array
+    stats: dict
+    dt: Array
+    n_sub: Array
+    event: Array
+    code: Array
+    F_bad: Array
+    rise: Array
+    diverged: Array
+    inner: Array
+
+
+def _try(flow: AbstractFlow, monitor: Monitor | None, problem, loop: LoopState, etas: Array, base: Array) -> _Tried:
+    eta = etas[loop.step - base]
+    n_sub = jnp.left_shift(jnp.ones((), jnp.int32), loop.level)
+    dt = eta / n_sub.astype(eta.dtype)
+    new, info = flow.step(problem, loop.state, dt)
+    F = info.objective
+    stats = {k: jnp.asarray(v, _stat_dtype()) for k, v in info.stats.items()}
+    no = jnp.zeros((), bool)
+    if monitor is None:
+        return _Tried(new, F, stats, dt, n_sub, no, jnp.zeros((), jnp.int32), no, no, no, no)
+    F_bad, rise = monitor.verdict(flow, F, loop.F_min, loop.F0)
+    diverged = F_bad | ~_all_finite(new)
+    inner = _code_of(info.result) != SUCCESSFUL
+    event = diverged | rise | inner
+    code = jnp.where(diverged, DIVERGED, jnp.where(rise, UNSTABLE, INNER)).astype(jnp.int32)
+    return _Tried(new, F, stats, dt, n_sub, event, code, F_bad, rise, diverged, inner)
+
+
+def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopState:
+    """The step (substep) ``t`` taken, where ``go``; the growth limit counts from the first nonzero F."""
+    if monitor is None:
+        return eqx.tree_at(lambda s: (s.state, s.step), loop, (_where(go, t.new, loop.state), loop.step + go.astype(jnp.int32)))
+    backtrack = monitor.policy == "backtrack"
+    sub = loop.sub + 1
+    done = sub >= t.n_sub
+    good, level = loop.good + 1, loop.level
+    if backtrack:  # after recover_after good substeps, try twice as long a substep again
+        recover = (level > 0) & (good >= monitor.recover_after) & done
+        level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
+    new_loop = eqx.tree_at(
+        lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min),
+        loop,
+        (
+            t.new, loop.state if backtrack else None, jnp.where(done, loop.step + 1, loop.step), jnp.where(done, 0, sub), level,
+            loop.step, loop.sub, good, jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0), jnp.minimum(loop.F_min, t.F),
+        ),
+        is_leaf=lambda x: x is None,
+    )
+    if backtrack:
+        new_loop = eqx.tree_at(lambda s: (s.dt_last, s.rise_age), new_loop, (t.dt.astype(loop.dt_last.dtype), loop.rise_age + 1))
+    return _where(go, new_loop, loop)
 
 
 def _record_event(loop: LoopState, flag, code, F, dt, stats) -> LoopState:
@@ -359,25 +425,22 @@ def _record_event(loop: LoopState, flag, code, F, dt, stats) -> LoopState:
         return jnp.where(first, jnp.asarray(new, old.dtype), old)
 
     return eqx.tree_at(
-        lambda s: (s.result, s.event_step, s.event_F, s.event_F_min, s.event_F_last, s.event_speed_last, s.event_dt_last, s.event_dt, s.event_stats),
+        lambda s: (s.result, s.event_step, s.event_F, s.event_F_min, s.event_dt, s.event_stats),
         loop,
-        (
-            upd(code, loop.result), upd(loop.step, loop.event_step), upd(F, loop.event_F), upd(loop.F_min, loop.event_F_min),
-            upd(loop.F_last, loop.event_F_last), upd(loop.speed_last, loop.event_speed_last), upd(loop.dt_last, loop.event_dt_last),
-            upd(dt, loop.event_dt), {k: upd(stats[k], v) for k, v in loop.event_stats.items()},
-        ),
+        (upd(code, loop.result), upd(loop.step, loop.event_step), upd(F, loop.event_F), upd(loop.F_min, loop.event_F_min),
+         upd(dt, loop.event_dt), {k: upd(stats[k], v) for k, v in loop.event_stats.items()}),
     )
 
 
-def _stop(loop: LoopState, code, F, dt, stats) -> LoopState:
-    loop = _record_event(loop, True, code, F, dt, stats)
-    return eqx.tree_at(lambda s: s.active, loop, jnp.asarray(False))
+def _stopped(loop: LoopState, flag, code, F, dt, stats) -> LoopState:
+    loop = _record_event(loop, flag, code, F, dt, stats)
+    return eqx.tree_at(lambda s: s.active, loop, loop.active & ~flag)
 
 
-def _back_to_prev(loop: LoopState, revert) -> LoopState:
-    """Backtracking: halve the substep; if ``revert``, from the last accepted state."""
+def _back(loop: LoopState, flag, revert) -> LoopState:
+    """Backtracking, where ``flag``: halve the substep; if ``revert``, from the last accepted state."""
     level = loop.level + 1
-    return eqx.tree_at(
+    moved = eqx.tree_at(
         lambda s: (s.state, s.step, s.sub, s.level, s.good, s.retakes, s.max_level),
         loop,
         (
@@ -386,104 +449,83 @@ def _back_to_prev(loop: LoopState, revert) -> LoopState:
             jnp.maximum(loop.max_level, level),
         ),
     )
+    return _where(flag, moved, loop)
 
 
-def _attempt(flow: AbstractFlow, monitor: Monitor | None, problem, loop: LoopState, etas: Array, base: Array):
-    """One step (or substep) from ``loop.state``. Returns the new loop state and what to record:
-    (the global step index it describes, or −1; F; stats; substeps per step)."""
-    eta = etas[loop.step - base]
-    n_sub = jnp.left_shift(jnp.ones((), jnp.int32), loop.level)
-    dt = eta / n_sub.astype(eta.dtype)
-    new, info = flow.step(problem, loop.state, dt)
-    F = info.objective
-    stats = {k: jnp.asarray(v, _stat_dtype()) for k, v in info.stats.items()}
-    write = jnp.where(loop.sub == 0, loop.step, -1)
-
-    if monitor is None:  # no checks at all: the bare loop, for benchmarks
-        return eqx.tree_at(lambda s: (s.state, s.step), loop, (new, loop.step + 1)), (write, F, stats, n_sub)
-
-    F_bad, rise = monitor.verdict(flow, F, loop.F_min, loop.F0)
-    new_bad = ~_all_finite(new)
-    inner_bad = _code_of(info.result) != SUCCESSFUL
-    diverged = F_bad | new_bad
-    event = diverged | rise | inner_bad
-    code = jnp.where(diverged, DIVERGED, jnp.where(rise, UNSTABLE, INNER)).astype(jnp.int32)
-    speed = jnp.asarray(info.stats.get("speed", jnp.nan), F.dtype)
-    backtrack = monitor.policy == "backtrack"
-    rel_rise = jnp.where(jnp.isfinite(F), jnp.maximum(F - loop.F_min, 0) / jnp.maximum(jnp.abs(loop.F_min), jnp.finfo(F.dtype).tiny), 0)
-    loop_seen = eqx.tree_at(lambda s: s.max_rise, loop, jnp.maximum(loop.max_rise, rel_rise))
-
-    def accept(loop: LoopState) -> LoopState:
-        sub = loop.sub + 1
-        done = sub >= n_sub
-        good, level = loop.good + 1, loop.level
-        if backtrack:  # after recover_after good substeps, try twice as long a substep again
-            recover = (level > 0) & (good >= monitor.recover_after) & done
-            level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
-        # the growth limit is relative to |F(0)|, or to the first nonzero F if F(0) = 0
-        F0 = jnp.where(loop.F0 == 0, jnp.abs(F), loop.F0)
-        return eqx.tree_at(
-            lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min, s.F_last, s.speed_last, s.dt_last),
-            loop,
-            (
-                new, loop.state if backtrack else None, jnp.where(done, loop.step + 1, loop.step), jnp.where(done, 0, sub), level,
-                loop.step, loop.sub, good, F0, jnp.minimum(loop.F_min, F), F, speed, dt.astype(F.dtype),
-            ),
-            is_leaf=lambda x: x is None,
-        )
-
-    def stop(loop):
-        return _stop(loop, code, F, dt, stats)
-
+def _decide(monitor: Monitor, loop: LoopState, t: _Tried, go) -> tuple[LoopState, Array]:
+    """The policy, for a run (of a batch) where some run failed. Returns (loop, whether this
+    attempt's record is kept)."""
+    event = go & t.event
     if monitor.policy == "stop":
-        return jax.lax.cond(event, stop, accept, loop_seen), (write, F, stats, n_sub)
-
+        accepted = _accept(monitor, loop, t, go & ~event)
+        return _stopped(accepted, event, t.code, t.F, t.dt, t.stats), go
     if monitor.policy == "warn":
+        fatal = event & t.diverged
+        flagged = event & ~t.diverged
+        loop = _record_event(loop, flagged, t.code, t.F, t.dt, t.stats)
+        loop = eqx.tree_at(lambda s: s.events, loop, loop.events + flagged.astype(jnp.int32))
+        loop = _accept(monitor, loop, t, go & ~fatal)
+        return _stopped(loop, fatal, t.code, t.F, t.dt, t.stats), go
+    # A rise that halved with the substep that led to it is the first-order rise of a kink of F
+    # (a ReLU boundary on a data point), not an instability: a smooth instability's rise per unit
+    # step, s²(L·dt/2 − 1), falls below half of itself when dt halves. Such a rise is accepted.
+    rate = (t.F - loop.F_min) / loop.dt_last
+    only_rise = t.rise & ~t.diverged & ~t.inner
+    pending = jnp.where(loop.rise_age == 1, loop.rise_rate, jnp.nan)  # the state one retaken substep after a rise
+    kink = go & only_rise & (rate >= 0.75 * pending)  # NaN (none pending) compares False
+    event = event & ~kink
+    can = loop.level < monitor.max_halvings
+    retake = event & can
+    give_up = event & ~can
+    loop = eqx.tree_at(lambda s: s.kinks, loop, loop.kinks + kink.astype(jnp.int32))
+    loop = _accept(monitor, loop, t, go & ~event)
+    new_rate = jnp.where(only_rise, rate, jnp.nan).astype(loop.rise_rate.dtype)
+    loop = _back(loop, retake, t.F_bad | t.rise)  # a bad F: go back to the last accepted state
+    loop = eqx.tree_at(lambda s: (s.rise_rate, s.rise_age), loop,
+                       (jnp.where(retake, new_rate, loop.rise_rate), jnp.where(retake, 0, loop.rise_age)))
+    loop = _stopped(loop, give_up, t.code, t.F, t.dt, t.stats)
+    return loop, go & ~retake
 
-        def flag_and_go(loop):
-            loop = _record_event(loop, True, code, F, dt, stats)
-            return accept(eqx.tree_at(lambda s: s.events, loop, loop.events + 1))
 
-        loop = jax.lax.cond(diverged, stop, lambda lp: jax.lax.cond(event, flag_and_go, accept, lp), loop_seen)
-        return loop, (write, F, stats, n_sub)
+def _block(flow, monitor, problem, loop: LoopState, etas: Array, base: Array, target: Array, length: int, batched: bool, per_run_etas: bool):
+    """``length`` attempts; each moves the runs that are behind ``target`` (an attempt where no
+    run is behind is skipped). Pure. A batch (leading axis on ``loop``) is vmapped inside."""
 
-    can_halve = loop.level < monitor.max_halvings
+    def lift(fn, in_axes=0):
+        return jax.vmap(fn, in_axes=in_axes) if batched else fn
 
-    def retake(loop):
-        return _back_to_prev(loop, F_bad | rise)
+    try_all = lift(lambda lp, e: _try(flow, monitor, problem, lp, e, base), (0, 0 if per_run_etas else None))
+    accept_all = lift(lambda lp, t, go: _accept(monitor, lp, t, go))
+    decide_all = lift(lambda lp, t, go: _decide(monitor, lp, t, go)) if monitor is not None else None
 
-    loop = jax.lax.cond(event, lambda lp: jax.lax.cond(can_halve, retake, lambda q: stop(loop_seen), lp), lambda lp: accept(loop_seen), loop)
-    return loop, (jnp.where(event & can_halve, -1, write), F, stats, n_sub)
+    def attempt(loop):
+        go = loop.active & (loop.step < target)
+        t = try_all(loop, etas)
+        write = jnp.where(go & (loop.sub == 0), loop.step, -1)
+        if monitor is None:
+            new_loop, keep = accept_all(loop, t, go), go
+        else:
+            new_loop, keep = jax.lax.cond(jnp.any(go & t.event), decide_all, lambda lp, tt, g: (accept_all(lp, tt, g), g), loop, t, go)
+        return new_loop, (jnp.where(keep, write, -1), t.F, t.stats, t.n_sub)
 
+    shapes = jax.eval_shape(lambda lp: attempt(lp)[1], loop)
 
-def _block(flow, monitor, problem, loop: LoopState, etas: Array, base: Array, target: Array, length: int):
-    """``length`` attempts, of which those before ``loop.step`` reaches ``target`` run (the others
-    idle). Pure; vmapped over ``loop`` (and ``etas``) for a batch."""
-    shapes = jax.eval_shape(lambda lp: _attempt(flow, monitor, problem, lp, etas, base)[1], loop)
-
-    def idle(loop):
-        _, F, stats, n_sub = shapes
+    def skip(loop):
+        w, F, stats, n_sub = shapes
         nan_like = lambda s: jnp.full(s.shape, jnp.nan, s.dtype)  # noqa: E731
-        return loop, (jnp.full((), -1, jnp.int32), nan_like(F), {k: nan_like(v) for k, v in stats.items()}, jnp.zeros(n_sub.shape, n_sub.dtype))
+        return loop, (jnp.full(w.shape, -1, w.dtype), nan_like(F), {k: nan_like(v) for k, v in stats.items()}, jnp.zeros(n_sub.shape, n_sub.dtype))
 
     def body(loop, _):
-        active = loop.active & (loop.step < target)
-        return jax.lax.cond(active, lambda lp: _attempt(flow, monitor, problem, lp, etas, base), idle, loop)
+        return jax.lax.cond(jnp.any(loop.active & (loop.step < target)), attempt, skip, loop)
 
-    return jax.lax.scan(body, loop, None, length=length)
-
-
-@eqx.filter_jit
-def _run_block(flow, monitor, problem, loop, etas, base, target, length):
-    return _block(flow, monitor, problem, loop, etas, base, target, length)
+    loop, outs = jax.lax.scan(body, loop, None, length=length)
+    # records come out (length, R, …) for a batch: runs first, as the host reads them
+    return loop, (jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), outs) if batched else outs)
 
 
 @eqx.filter_jit
-def _run_block_batch(flow, monitor, problem, loop, etas, base, target, length, per_run_etas):
-    def one(lp, e):
-        return _block(flow, monitor, problem, lp, e, base, target, length)
-
-    return jax.vmap(one, in_axes=(0, 0 if per_run_etas else None))(loop, etas)
+def _run_block(flow, monitor, problem, loop, etas, base, target, length, batched, per_run_etas):
+    return _block(flow, monitor, problem, loop, etas, base, target, length, batched, per_run_etas)
 
 
 def _check_here(flow, monitor: Monitor | None, problem, loop: LoopState, at: Array, final: bool):
@@ -497,21 +539,18 @@ def _check_here(flow, monitor: Monitor | None, problem, loop: LoopState, at: Arr
         return loop, F, no
     here = loop.active & (loop.step >= at)
     F_bad, rise = monitor.verdict(flow, F, loop.F_min, loop.F0)
-    rel_rise = jnp.where(here & jnp.isfinite(F), jnp.maximum(F - loop.F_min, 0) / jnp.maximum(jnp.abs(loop.F_min), jnp.finfo(F.dtype).tiny), 0)
     event = here & (F_bad | rise)
     code = jnp.where(F_bad, DIVERGED, UNSTABLE).astype(jnp.int32)
     nan_stats = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in loop.event_stats.items()}
+    nan_dt = jnp.full((), jnp.nan, F.dtype)
     if monitor.policy == "backtrack":
         back = event & (loop.level < monitor.max_halvings)
-        loop = eqx.tree_at(lambda s: s.max_rise, loop, jnp.where(back, loop.max_rise, jnp.maximum(loop.max_rise, rel_rise)))
-        loop = _where(back, _back_to_prev(loop, jnp.ones((), bool)), loop)
-        give_up = event & ~back
-        loop = _where(give_up, _stop(loop, code, F, loop.dt_last, nan_stats), loop)
+        loop = _back(loop, back, jnp.ones((), bool))
+        loop = _stopped(loop, event & ~back, code, F, nan_dt, nan_stats)
         return loop, F, back
     if not final:
         return loop, F, no
-    loop = eqx.tree_at(lambda s: s.max_rise, loop, jnp.maximum(loop.max_rise, rel_rise))
-    flagged = _record_event(loop, event, code, F, loop.dt_last, nan_stats)
+    flagged = _record_event(loop, event, code, F, nan_dt, nan_stats)
     stays = ~(event & (F_bad | (monitor.policy == "stop")))
     flagged = eqx.tree_at(lambda s: (s.events, s.active), flagged, (flagged.events + event.astype(jnp.int32), flagged.active & stays))
     return flagged, F, no
@@ -636,16 +675,23 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
         return a[r] if r is not None else a
 
     code, step, t = int(g("result")), int(g("step")), float(g("time"))
-    retakes, max_level = int(g("retakes")), int(g("max_level"))
+    retakes, max_level, kinks = int(g("retakes")), int(g("max_level")), int(g("kinks"))
     back = (f"; backtracking retook {retakes} step(s), with up to {2 ** max_level} substeps per step, so that F never rose"
             " beyond the tolerance") if retakes else ""
+    if kinks:
+        back += (f", except {kinks} rise(s) that halved with the substep: kinks of F (a neuron's activation boundary on a"
+                 " data point), not instabilities, accepted")
     if code == SUCCESSFUL:
         return f"{name}: {K_global} steps to t = {t:.6g}{back}"
     if code == STOPPED:
         return f"{name} stopped at step {step} (t = {t:.6g}): {stop_reason or 'stopped'}{back}"
+    def context(key):  # the step before the failure (from the records of the call that saw it), if known
+        a = loop.get(key)
+        return float(np.asarray(a)[r or 0]) if a is not None else float("nan")
+
     k = int(g("event_step"))
-    F, F_min, F_last = float(g("event_F")), float(g("event_F_min")), float(g("event_F_last"))
-    dt, dt_last, speed = float(g("event_dt")), float(g("event_dt_last")), float(g("event_speed_last"))
+    F, F_min, F_last = float(g("event_F")), float(g("event_F_min")), context("event_F_last")
+    dt, dt_last, speed = float(g("event_dt")), context("event_dt_last"), context("event_speed_last")
     where = f"at step {k}" if k >= 0 else "at the end"
     went_on = monitor is not None and monitor.policy == "warn" and code in (UNSTABLE, INNER)
     tail = (f"; the run went on (monitor policy 'warn'): {int(g('events'))} step(s) flagged in all" if went_on
@@ -678,14 +724,14 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
                     " not smooth there, e.g. a neuron's activation boundary on a data point), so raise monitor.rtol"
                     " or take a smaller step")
             return msg + hint + tail + back
-        return msg + hint + ", or the monitor policy 'backtrack'" + tail + back
+        return (msg + hint + ", or the monitor policy 'backtrack' (which also tells a kink of F, whose rise halves with the"
+                " step, from an instability)" + tail + back)
     stats = {key[len("event_stats/"):]: float(g(key)) for key in loop if key.startswith("event_stats/")}
     return f"{name}: {where}, {flow.inner_failure(problem, stats)}{tail}{back}"
 
 
 def _host_loop(loop: LoopState) -> dict:
-    keys = ("step", "time", "result", "retakes", "max_level", "max_rise", "event_step", "event_F", "event_F_min", "event_F_last",
-            "event_speed_last", "event_dt_last", "event_dt", "events", "F0")
+    keys = ("step", "time", "result", "retakes", "max_level", "max_rise", "kinks", "event_step", "event_F", "event_F_min", "event_dt", "events", "F0")
     out = {k: np.asarray(getattr(loop, k)) for k in keys}
     out.update({f"event_stats/{k}": np.asarray(v) for k, v in loop.event_stats.items()})
     return out
@@ -762,6 +808,7 @@ def solve(
         save_steps = saveat.resolve(t_local[0] if per_run else t_local)
         k_start = np.asarray(loop.step)
         active0 = np.asarray(loop.active)
+        F_min_start = np.asarray(loop.F_min, np.float64)
         k0 = int(np.max(np.where(active0, k_start, -1))) if batched else int(k_start)
         k0 = max(k0, 0)
         require(bool(np.all((k_start == k0) | ~active0)), "x0", "every active run of a continued batch must be at the same step")
@@ -812,7 +859,7 @@ def solve(
                 window[..., :n] = etas[..., lo : lo + n]
                 window[..., n:] = etas[..., K - 1 : K]
                 args = (flow, monitor, problem, loop, jnp.asarray(window, dtype), jnp.asarray(k0 + lo, jnp.int32), jnp.asarray(k0 + target, jnp.int32), B)
-                loop, outs = _run_block_batch(*args, per_run) if batched else _run_block(*args)
+                loop, outs = _run_block(*args, batched, per_run)
                 write(outs)
 
         def settle(loop, target, final):
@@ -883,8 +930,31 @@ def solve(
             if np.isnan(objective[s]):
                 objective[s] = float(F_here)
             t_end = times[s]
-        loop = eqx.tree_at(lambda st: st.time, loop, np.asarray(t_end, np.float64))
+        # the largest rise above the running minimum along the kept steps (from this call's records)
+        obj2 = objective if batched else objective[None]
+        F_start = np.atleast_1d(F_min_start)
+        rises = np.zeros(obj2.shape[0])
+        for r in range(obj2.shape[0]):
+            F = obj2[r, : int(np.atleast_1d(stop_step)[r]) + 1]
+            F = F[np.isfinite(F)]
+            if len(F):
+                run_min = np.minimum.accumulate(np.concatenate([[F_start[r]], F]))[:-1]
+                rises[r] = max(0.0, float(np.max((F - run_min) / np.maximum(np.abs(run_min), 1e-300))))
+        max_rise = np.maximum(np.asarray(loop.max_rise, np.float64), rises if batched else rises[0])
+        loop = eqx.tree_at(lambda st: (st.time, st.max_rise), loop, (np.asarray(t_end, np.float64), max_rise))
         host = _host_loop(loop)
+        # the step before each run's failure, for the message's stable step size
+        ev = np.atleast_1d(np.asarray(loop.event_step)) - k0
+        speed_rec = stats.get("speed")
+        for key in ("event_F_last", "event_speed_last", "event_dt_last"):
+            host[key] = np.full(len(ev), np.nan)
+        for r, j in enumerate(ev):
+            if 1 <= j <= K:
+                row = (r,) if batched else ()
+                host["event_F_last"][r] = objective[row + (j - 1,)]
+                if speed_rec is not None:
+                    host["event_speed_last"][r] = speed_rec[row + (j - 1,)]
+                host["event_dt_last"][r] = (etas[r] if per_run else etas)[j - 1] / substeps[row + (j - 1,)]
         K_global = k0 + K
         if batched:
             message: Any = tuple(_message(name, flow, problem, host, r, K_global, monitor, stop_reason) for r in range(R))

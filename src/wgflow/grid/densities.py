@@ -68,7 +68,7 @@ def initial_grid_density(
             xi = grid.coords()
             z = (xi[:, flat_axes] - mean[flat_axes]) / std[flat_axes]
             pdf = np.exp(-0.5 * np.sum(z * z, axis=1)) / np.prod(np.sqrt(2 * math.pi) * std[flat_axes])
-            for k, p in enumerate(grid.periods):
+            for p in grid.periods:
                 if p is not None:
                     pdf = pdf / p
             dens = pdf * grid.volumes()

@@ -137,16 +137,16 @@ def log_kernel(grid: Grid, log_v: Array, eps, sign: Array | None = None):
     parts_in = _split_flat(grid, log_v)
     signs_in = None if sign is None else _split_flat(grid, sign)
     outs = []
-    for a, axes_out in enumerate(grid.blocks):
+    for axes_out in grid.blocks:
         acc_l, acc_s = None, None
         for b, axes_in in enumerate(grid.blocks):
-            l, s = _apply_block_log(parts_in[b], None if sign is None else signs_in[b], axes_out, axes_in, eps, lead)
+            lk, s = _apply_block_log(parts_in[b], None if sign is None else signs_in[b], axes_out, axes_in, eps, lead)
             if acc_l is None:
-                acc_l, acc_s = l, s
+                acc_l, acc_s = lk, s
             elif sign is None:
-                acc_l = jnp.logaddexp(acc_l, l)
+                acc_l = jnp.logaddexp(acc_l, lk)
             else:
-                acc_l, acc_s = _signed_logaddexp(acc_l, acc_s, l, s)
+                acc_l, acc_s = _signed_logaddexp(acc_l, acc_s, lk, s)
         outs.append((acc_l.reshape(lead_shape + (-1,)), None if acc_s is None else acc_s.reshape(lead_shape + (-1,))))
     out_l = jnp.concatenate([o[0] for o in outs], axis=-1)
     if multi:

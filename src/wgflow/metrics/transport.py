@@ -343,10 +343,10 @@ def _padded(x: np.ndarray, w: np.ndarray, dtype) -> tuple:
     return jnp.asarray(xp, dtype), jnp.asarray(lw, dtype)
 
 
-def _self_args(P: _Part, x, l, mass, dtype) -> tuple:
+def _self_args(P: _Part, x, log_w, mass, dtype) -> tuple:
     """(atoms, log weights) for a self term, and the keyword ``grid``: a grid part runs on all its
     points (zero masses included) with the separable kernel."""
     if P.grid is None:
-        return x, l
+        return x, log_w
     m = P.grid_masses / mass
     return jnp.asarray(P.grid.coords(), dtype), jnp.asarray(np.where(m > 0, np.log(np.where(m > 0, m, 1.0)), -np.inf), dtype)

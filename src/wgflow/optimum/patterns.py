@@ -36,8 +36,8 @@ import dataclasses
 import math
 
 import numpy as np
-from scipy.sparse.csgraph import connected_components
 from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from wgflow.errors import InputError, require
 
@@ -225,7 +225,6 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
         covered[np.ix_(S, S)] = True
         line_dirs.append(v)
         line_sets.append(S)
-    L = len(line_dirs)
     line_dirs = np.array(line_dirs)
     expected = 2 + 2 * sum(len(S) - 1 for S in line_sets)
     base = np.where(line_dirs @ normals.T > 0, 1, -1).astype(np.int8)  # (L, k), for +v

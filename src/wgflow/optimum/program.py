@@ -556,7 +556,7 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
         pairs = _pairs_from_mask(mask)
         timings["setup"] = timings["solve"] = 0.0
         rounds = 0
-        for rounds in range(1, solver.max_rounds + 1):
+        for rounds in range(1, solver.max_rounds + 1):  # noqa: B007 (the count is read after the loop)
             if not mask.any():
                 break
             pairs = _pairs_from_mask(mask)
