@@ -22,8 +22,15 @@ from wgflow.measure import Measure
 
 runner = CliRunner()
 
-TINY = ["sweep.widths=[3, 6]", "sweep.seeds=2", "train.num_steps=300", "output.checkpoint_every=100",
-        "output.snapshots=10", "output.metrics_points=20", "output.animation=false"]
+TINY = [
+    "sweep.widths=[3, 6]",
+    "sweep.seeds=2",
+    "train.num_steps=300",
+    "output.checkpoint_every=100",
+    "output.snapshots=10",
+    "output.metrics_points=20",
+    "output.animation=false",
+]
 
 
 @pytest.fixture
@@ -35,9 +42,11 @@ def figure_labels(monkeypatch):
     def savefig(self, fig, stem):
         # colour bars carry one label (their quantity and unit), plot axes two
         seen[stem] = [
-            (ax.get_xlabel() or ax.get_ylabel(), ax.get_ylabel() or ax.get_xlabel()) if getattr(ax, "_colorbar", None) is not None
+            (ax.get_xlabel() or ax.get_ylabel(), ax.get_ylabel() or ax.get_xlabel())
+            if getattr(ax, "_colorbar", None) is not None
             else (ax.get_xlabel(), ax.get_ylabel())
-            for ax in fig.axes if ax.get_visible()
+            for ax in fig.axes
+            if ax.get_visible()
         ]
         return original(self, fig, stem)
 

@@ -111,9 +111,7 @@ def _gaussian_case(dim):
     return obj, grid, p0, kappa, tau, eps
 
 
-@pytest.mark.parametrize(
-    "dim, solver", [(1, "newton"), (1, "linearised"), (1, "dykstra"), (2, "newton"), (2, "linearised")]
-)
+@pytest.mark.parametrize("dim, solver", [(1, "newton"), (1, "linearised"), (1, "dykstra"), (2, "newton"), (2, "linearised")])
 def test_gaussian_closed_form(dim, solver):
     """One step maps N(m, Σ) to N(m/(1+κτ), Σ/(1+κτ)² + ε/(2(1+κτ)) I): the factor 2τ and the time."""
     obj, grid, p0, kappa, tau, eps = _gaussian_case(dim)

@@ -43,7 +43,12 @@ def test_sinkhorn_divergence_matches_ott():
     for eps in (0.3,):
         ours = sinkhorn_divergence(mu, nu, eps, tol=1e-11, max_iter=5000).value
         ref, _ = ott_sd(
-            pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), a=jnp.asarray(a), b=jnp.asarray(b), epsilon=eps,
+            pointcloud.PointCloud,
+            jnp.asarray(x),
+            jnp.asarray(y),
+            a=jnp.asarray(a),
+            b=jnp.asarray(b),
+            epsilon=eps,
             solve_kwargs=dict(threshold=1e-12, max_iterations=50000),
         )
         assert np.isclose(ours, float(ref), rtol=1e-7), (eps, ours, float(ref))

@@ -121,7 +121,15 @@ def _degenerate(kind):
     raise KeyError(kind)
 
 
-@pytest.mark.parametrize("X", [np.random.default_rng(1).standard_normal((7, 2)), np.random.default_rng(2).standard_normal((6, 3)), with_bias(np.random.default_rng(3).standard_normal((5, 2)))], ids=["d2", "d3", "d2+bias"])
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.random.default_rng(1).standard_normal((7, 2)),
+        np.random.default_rng(2).standard_normal((6, 3)),
+        with_bias(np.random.default_rng(3).standard_normal((5, 2))),
+    ],
+    ids=["d2", "d3", "d2+bias"],
+)
 def test_enumeration_equals_brute_force(X):
     pat = enumerate_patterns(X)
     assert as_set(pat.D) == brute_force_patterns(X)  # no pattern missed, none invented
@@ -161,7 +169,12 @@ def test_chamber_adjacency_two_ways():
     """Facet-sharing chambers recorded by the enumeration = chambers whose signs differ in one bounding plane."""
     from wgflow.optimum.patterns import chamber_adjacency, chamber_adjacency_by_signs
 
-    for X in (with_bias(np.random.default_rng(0).standard_normal((12, 2))), np.random.default_rng(1).standard_normal((9, 2)), _degenerate("d3-three-planes-one-line"), _degenerate("d3-rank2")):
+    for X in (
+        with_bias(np.random.default_rng(0).standard_normal((12, 2))),
+        np.random.default_rng(1).standard_normal((9, 2)),
+        _degenerate("d3-three-planes-one-line"),
+        _degenerate("d3-rank2"),
+    ):
         pat = enumerate_patterns(X)
         a = set(map(tuple, chamber_adjacency(pat)))
         assert a == set(map(tuple, chamber_adjacency_by_signs(pat))) and len(a) >= pat.n_patterns - 1
@@ -295,7 +308,9 @@ def _lasso_l1_value(X, y, lam):
         r = Phi @ c - y
         return r @ r + cost @ c, 2 * Phi.T @ r + cost
 
-    res = minimize(f, np.zeros(Phi.shape[1]), jac=True, method="L-BFGS-B", bounds=[(0, None)] * Phi.shape[1], options={"maxiter": 20000, "ftol": 1e-16, "gtol": 1e-12})
+    res = minimize(
+        f, np.zeros(Phi.shape[1]), jac=True, method="L-BFGS-B", bounds=[(0, None)] * Phi.shape[1], options={"maxiter": 20000, "ftol": 1e-16, "gtol": 1e-12}
+    )
     return res.fun
 
 
@@ -351,7 +366,9 @@ def test_mean_reduction_rescaling_is_exact():
     assert opt.value == pytest.approx(prob.value, rel=1e-6)
     # and the upper bound is the mean-reduced Objective of the rebuilt network
     obj = make_objective(X, y, "lifted", lam=lam, reduction="mean")
-    assert float(obj.value(obj.unit.from_plain(PlainNetwork(jnp.asarray(opt.network.W), jnp.asarray(opt.network.alpha))))) == pytest.approx(opt.upper_bound, rel=1e-12)
+    assert float(obj.value(obj.unit.from_plain(PlainNetwork(jnp.asarray(opt.network.W), jnp.asarray(opt.network.alpha))))) == pytest.approx(
+        opt.upper_bound, rel=1e-12
+    )
 
 
 # --------------------------------------------------------------------------- dual bounds
@@ -494,7 +511,11 @@ def test_certificate_is_float64_without_jax_enable_x64():
     )
     import os
 
-    env = {**os.environ, "JAX_ENABLE_X64": "0", "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "JAX_ENABLE_X64": "0",
+        "PYTHONPATH": os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     gap, certified = out.stdout.split()

@@ -150,8 +150,7 @@ def test_linear_interpolation_node_converges_at_second_order():
     X = np.random.default_rng(7).normal(size=(10, 3))
     ref = node_forward(profile, X, rtol=1e-11, atol=1e-12)
     S_list = [32, 64, 128]  # asymptotic regime (at S = 8 the profile's cos(2πs) is barely resolved)
-    errs = [float(jnp.max(jnp.abs(node_forward(discretise(profile, S), X, interpolation="linear", rtol=1e-11, atol=1e-12) - ref)))
-            for S in S_list]
+    errs = [float(jnp.max(jnp.abs(node_forward(discretise(profile, S), X, interpolation="linear", rtol=1e-11, atol=1e-12) - ref))) for S in S_list]
     slope = _slope(S_list, errs)
     assert -2.3 < slope < -1.7, (slope, errs)
 
@@ -209,8 +208,9 @@ def test_lambda0_equals_a_direct_eigenvalue_computation():
     lmins = []
     for k in range(p.depth):
         W, B = np.asarray(p.W[k]), np.asarray(p.B[k])
-        K = np.array([[np.mean([sig(W[m] @ xs[k][i] + B[m]) * sig(W[m] @ xs[k][j] + B[m]) for m in range(p.width)])
-                       for j in range(obj.N)] for i in range(obj.N)])
+        K = np.array(
+            [[np.mean([sig(W[m] @ xs[k][i] + B[m]) * sig(W[m] @ xs[k][j] + B[m]) for m in range(p.width)]) for j in range(obj.N)] for i in range(obj.N)]
+        )
         lmins.append(np.linalg.eigvalsh(K)[0])
     assert abs(float(lambda0(p, obj.X)) - np.mean(lmins)) < 1e-12
     np.testing.assert_allclose(resnet_states(p, obj.X)[-1], xs[-1], atol=1e-13)

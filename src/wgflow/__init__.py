@@ -6,8 +6,8 @@ mean-field time.
 """
 
 from wgflow.errors import InputError
-from wgflow.measure import Measure, uniform_measure
 from wgflow.losses import LOSSES, Loss, get_loss, register_loss
+from wgflow.measure import Measure, uniform_measure
 from wgflow.objective import Objective, make_objective
 from wgflow.units import (
     ACTIVATIONS,

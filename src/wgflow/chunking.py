@@ -48,11 +48,15 @@ class Chunking:
         require(self.axis in AXES, "chunking.axis", f"unknown axis {self.axis!r}", f"use one of {list(AXES)}")
         require(
             self.size is None or (isinstance(self.size, (int, np.integer)) and self.size > 0),
-            "chunking.size", "must be a positive integer or None", value=self.size,
+            "chunking.size",
+            "must be a positive integer or None",
+            value=self.size,
         )
         require(
             self.memory_budget is None or self.memory_budget > 0,
-            "chunking.memory_budget", "must be a positive number of bytes", value=self.memory_budget,
+            "chunking.memory_budget",
+            "must be a positive number of bytes",
+            value=self.memory_budget,
         )
 
     def resolve(self, n: int, m: int, D: int, itemsize: int) -> tuple[str, int]:

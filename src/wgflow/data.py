@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -81,8 +82,8 @@ def teacher_student(
     sigma = get_activation(activation)
     dtype = dtype or jnp.result_type(float)
     kx, kw, ka, kn = jax.random.split(key, 4)
-    X = on_sphere(kx, n, d, 1.0, dtype) if inputs == "sphere" else jax.random.normal(kx, (n, d), dtype)
-    X = np.asarray(X)
+    X_draw = on_sphere(kx, n, d, 1.0, dtype) if inputs == "sphere" else jax.random.normal(kx, (n, d), dtype)
+    X = np.asarray(X_draw)
     if bias:
         X = with_bias(X)
     W = on_sphere(kw, m0, X.shape[1], teacher_scale, dtype)
@@ -125,8 +126,10 @@ def load_csv(path: str | Path, target: int | str = -1, bias: bool = False, delim
     except ValueError as exc:
         raise InputError("data.path", f"{path.name} is not a numeric table ({exc})", "give one number per cell") from None
     if isinstance(target, str):
-        require(header is not None and target in header, "data.target", f"no column named {target!r}", f"use one of {header}" if header else "give a column index")
-        target = header.index(target)
+        require(
+            header is not None and target in header, "data.target", f"no column named {target!r}", f"use one of {header}" if header else "give a column index"
+        )
+        target = cast("list[str]", header).index(target)  # required above
     ncol = table.shape[1]
     require(-ncol <= target < ncol and ncol >= 2, "data.target", f"column {target} is out of range for {ncol} columns", "give a valid column index")
     t = target % ncol

@@ -6,7 +6,10 @@ a message that names the offending field, the value received and the fix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class InputError(ValueError):
@@ -26,7 +29,7 @@ class InputError(ValueError):
         super().__init__(msg)
 
 
-def require(cond: bool, field: str, problem: str, fix: str | None = None, value: Any = None) -> None:
+def require(cond: bool | np.bool_, field: str, problem: str, fix: str | None = None, value: Any = None) -> None:
     """Raise :class:`InputError` unless ``cond`` holds."""
     if not cond:
         raise InputError(field, problem, fix, value)
@@ -37,11 +40,6 @@ def require_positive(value: float, field: str, *, allow_zero: bool = False) -> N
     import math
     import numbers
 
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
     bound = ">= 0" if allow_zero else "> 0"
     require(ok, field, f"must be a finite number {bound}", f"set {field} to a value {bound}", value)

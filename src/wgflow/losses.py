@@ -87,6 +87,5 @@ def get_loss(loss: str | Loss) -> Loss:
 
 
 # the square loss of the JKO note: (f − y)², no ½; ℓ*(u; y) = u²/4 + u y, and the gap is (f − y − u/2)².
-register_loss(Loss("square", lambda f, y: (f - y) ** 2, conjugate=lambda u, y: u * u / 4 + u * y,
-                   fenchel_young=lambda f, u, y: (f - y - u / 2) ** 2))
+register_loss(Loss("square", lambda f, y: (f - y) ** 2, conjugate=lambda u, y: u * u / 4 + u * y, fenchel_young=lambda f, u, y: (f - y - u / 2) ** 2))
 register_loss(Loss("logistic", lambda f, y: jax.nn.softplus(-y * f), labels="pm1"))

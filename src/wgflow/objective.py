@@ -135,9 +135,7 @@ class Objective(eqx.Module):
         signs = jnp.broadcast_to(jnp.asarray(signs, points.dtype), points.shape[:1])
 
         def potential(th):
-            return jnp.sum(signs * (r @ self.unit.features(th, self.X))) + self.lam * jnp.sum(
-                self.unit.regulariser(th)
-            )
+            return jnp.sum(signs * (r @ self.unit.features(th, self.X))) + self.lam * jnp.sum(self.unit.regulariser(th))
 
         return jax.grad(potential)(points)
 
@@ -243,7 +241,7 @@ def as_float_array(a, field: str, dtype=None) -> np.ndarray:
     if out.dtype.kind not in "fiu":
         raise InputError(field, f"must be numeric, got dtype {out.dtype}")
     if out.dtype.kind != "f":
-        out = out.astype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+        out = out.astype(np.float64 if jax.config.jax_enable_x64 else np.float32)  # type: ignore[attr-defined]  # a JAX config flag, set dynamically
     return out
 
 

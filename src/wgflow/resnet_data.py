@@ -109,8 +109,14 @@ def near_identity(
     G = random_fourier_map(kg, d, n_features, bandwidth, dtype)(X)
     G = G / jnp.sqrt(jnp.mean(jnp.sum(G * G, axis=1)))
     X, Y = np.asarray(X), np.asarray(X + delta * G)
-    info = dict(kind="near_identity", delta=float(delta), n_features=n_features, bandwidth=float(bandwidth),
-                inputs=inputs, initial_risk_at_identity=0.5 * float(delta) ** 2)
+    info = dict(
+        kind="near_identity",
+        delta=float(delta),
+        n_features=n_features,
+        bandwidth=float(bandwidth),
+        inputs=inputs,
+        initial_risk_at_identity=0.5 * float(delta) ** 2,
+    )
     return ResNetDataset(X, Y, info=info)
 
 
@@ -187,9 +193,14 @@ def digits(
     E = Z @ P
     E = E * (input_scale / np.mean(np.linalg.norm(E[tr], axis=1)))
     T = class_targets(10, d, target_scale)
-    info = dict(kind="digits", projection=projection, input_scale=float(input_scale), target_scale=float(target_scale),
-                projection_matrix=P, mean=mean)
+    info = dict(kind="digits", projection=projection, input_scale=float(input_scale), target_scale=float(target_scale), projection_matrix=P, mean=mean)
     return ResNetDataset(
-        X=E[tr].astype(dtype), Y=T[labels[tr]].astype(dtype), labels=labels[tr], targets=T.astype(dtype),
-        X_test=E[te].astype(dtype), Y_test=T[labels[te]].astype(dtype), labels_test=labels[te], info=info,
+        X=E[tr].astype(dtype),
+        Y=T[labels[tr]].astype(dtype),
+        labels=labels[tr],
+        targets=T.astype(dtype),
+        X_test=E[te].astype(dtype),
+        Y_test=T[labels[te]].astype(dtype),
+        labels_test=labels[te],
+        info=info,
     )

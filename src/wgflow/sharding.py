@@ -88,6 +88,4 @@ def sharded_value_and_velocity(objective, mu: Measure):
         F = R + local.lam * jax.lax.psum(penalty, AXIS)
         return F, local.unit.project_tangent(pos, -g)
 
-    return jax.shard_map(
-        body, mesh=objective.mesh, in_specs=(P(AXIS, None), P(AXIS)), out_specs=(P(), P(AXIS, None)), check_vma=False
-    )(mu.positions, mu.masses)
+    return jax.shard_map(body, mesh=objective.mesh, in_specs=(P(AXIS, None), P(AXIS)), out_specs=(P(), P(AXIS, None)), check_vma=False)(mu.positions, mu.masses)

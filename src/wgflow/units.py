@@ -32,6 +32,7 @@ from typing import Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from wgflow.errors import InputError
@@ -127,8 +128,8 @@ def signed_sqrt(v: Array) -> Array:
 class PlainNetwork(NamedTuple):
     """A plain two-layer network ``f(x) = Σᵢ αᵢ σ(wᵢ·x)``: ``W`` is (m, d), ``alpha`` is (m,)."""
 
-    W: Array
-    alpha: Array
+    W: Array | np.ndarray
+    alpha: Array | np.ndarray
 
     def outputs(self, X: Array, activation: str | Activation = "relu") -> Array:
         sigma = get_activation(activation)
@@ -227,8 +228,7 @@ class Parameterisation(abc.ABC):
         if self.activation.homogeneity != 1:
             raise InputError(
                 "activation",
-                f"the {what} map of '{self.name}' is exact only for a positively 1-homogeneous σ "
-                f"(ReLU), not {self.activation.name!r}",
+                f"the {what} map of '{self.name}' is exact only for a positively 1-homogeneous σ (ReLU), not {self.activation.name!r}",
                 "use activation='relu', or the 'signed' parameterisation whose map is exact for any σ",
             )
 

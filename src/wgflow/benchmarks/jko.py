@@ -50,6 +50,7 @@ def _best(fn, x, repeat: int = 3) -> float:
 
 def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
     from ott.geometry import grid as ott_grid
+
     grid = box_grid(-3.0, 3.0, (n, n))
     N = grid.size
     x = jnp.asarray(np.random.default_rng(0).normal(size=N) * 5.0)
@@ -69,17 +70,28 @@ def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
         t_dense = _best(dense_fn, x, repeat=1)
         lv = float(np.log(grid.volumes()[0]))
         err = float(jnp.max(jnp.abs(ours(x) - (dense_fn(x) + 2 * lv))))
-        rows.append(dict(name=f"kernel_log_{n}", seconds=t_ours, baseline_seconds=t_dense, ratio=t_dense / t_ours,
-                         baseline="dense point-cloud log-sum-exp (chunked, online cost)", max_abs_diff=err, **sizes))
+        rows.append(
+            dict(
+                name=f"kernel_log_{n}",
+                seconds=t_ours,
+                baseline_seconds=t_dense,
+                ratio=t_dense / t_ours,
+                baseline="dense point-cloud log-sum-exp (chunked, online cost)",
+                max_abs_diff=err,
+                **sizes,
+            )
+        )
     og = ott_grid.Grid(x=[jnp.asarray(ax.points) for ax in grid.blocks[0]], epsilon=eps)
     ott_fn = jax.jit(lambda v: og.apply_lse_kernel(jnp.zeros(N), eps * v, eps, axis=1)[0])
     t_ott = _best(ott_fn, x)
-    rows.append(dict(name=f"kernel_ott_grid_{n}", seconds=t_ours, baseline_seconds=t_ott, ratio=t_ott / t_ours,
-                     baseline="OTT Grid apply_lse_kernel (separable)", **sizes))
+    rows.append(
+        dict(
+            name=f"kernel_ott_grid_{n}", seconds=t_ours, baseline_seconds=t_ott, ratio=t_ott / t_ours, baseline="OTT Grid apply_lse_kernel (separable)", **sizes
+        )
+    )
     xs = jnp.exp(x - x.max())
     t_std = _best(jax.jit(lambda v: kernel(grid, v, 0.1)), xs)
-    rows.append(dict(name=f"kernel_std_{n}", seconds=t_std, baseline_seconds=t_ours, ratio=t_ours / t_std,
-                     baseline="wgflow log-domain kernel", **sizes))
+    rows.append(dict(name=f"kernel_std_{n}", seconds=t_std, baseline_seconds=t_ours, ratio=t_ours / t_std, baseline="wgflow log-domain kernel", **sizes))
     return rows
 
 
@@ -107,13 +119,24 @@ def step_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -
     rows = []
     for name, solver in (("newton", SemiDualNewton(tol=tol)), ("linearised", Linearised())):
         t, out = _timed_step(prob, p0, u0, tau, eps, solver)
-        rows.append(dict(
-            name=f"step_{name}_{n}", seconds=t, baseline_seconds=t_d, ratio=t_d / t, baseline="Dykstra (Peyré 2015), same tol",
-            kkt=float(out.kkt), iterations=int(out.iterations), kernel_applications=int(out.kernel_applications),
-            baseline_kkt=float(out_d.kkt), baseline_iterations=int(out_d.iterations),
-            baseline_kernel_applications=int(out_d.kernel_applications),
-            l1_to_baseline=float(jnp.abs(out.p - out_d.p).sum()), moved=float(jnp.abs(out.p - p0).sum()) / 2, **sizes,
-        ))
+        rows.append(
+            dict(
+                name=f"step_{name}_{n}",
+                seconds=t,
+                baseline_seconds=t_d,
+                ratio=t_d / t,
+                baseline="Dykstra (Peyré 2015), same tol",
+                kkt=float(out.kkt),
+                iterations=int(out.iterations),
+                kernel_applications=int(out.kernel_applications),
+                baseline_kkt=float(out_d.kkt),
+                baseline_iterations=int(out_d.iterations),
+                baseline_kernel_applications=int(out_d.kernel_applications),
+                l1_to_baseline=float(jnp.abs(out.p - out_d.p).sum()),
+                moved=float(jnp.abs(out.p - p0).sum()) / 2,
+                **sizes,
+            )
+        )
     return rows
 
 
@@ -136,8 +159,19 @@ BIG_STEP = textwrap.dedent(
 def big_step_row(n: int = 512, tau: float = 1e-2, eps: float = 1e-2) -> dict:
     """One Newton step at n² in a fresh process: it completes, and how much memory it took."""
     out = run_fresh(BIG_STEP.format(n=n, tau=tau, eps=eps))
-    return dict(name=f"step_newton_{n}", baseline_seconds=None, ratio=None, grid=f"{n}x{n}", N=n * n, components=2,
-                n_data=100, tau=tau, eps=eps, peak_rss_gib=out.pop("peak_rss_bytes") / 2**30, **out)
+    return dict(
+        name=f"step_newton_{n}",
+        baseline_seconds=None,
+        ratio=None,
+        grid=f"{n}x{n}",
+        N=n * n,
+        components=2,
+        n_data=100,
+        tau=tau,
+        eps=eps,
+        peak_rss_gib=out.pop("peak_rss_bytes") / 2**30,
+        **out,
+    )
 
 
 def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
@@ -174,14 +208,25 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
         f"two-scale ±1.5 ∪ ±6, 2×{m}²": two_scale_grid(box_grid(-1.5, 1.5, (m, m)), 4.0),
         f"uniform ±6, {2 * n}² (4× N)": ref_grid,
     }
+
     def radius_99(mu):
         r = np.linalg.norm(np.asarray(mu.positions), axis=1)
         w = np.abs(np.asarray(mu.masses))
         order = np.argsort(r)
         return float(r[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.99)])
 
-    rows = [dict(name="radial_gd", seconds=t_gd, baseline_seconds=None, ratio=None, F_T=float(gd.objective[-1]), m=particles.width, T=T,
-                 radius_99=radius_99(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))))]
+    rows = [
+        dict(
+            name="radial_gd",
+            seconds=t_gd,
+            baseline_seconds=None,
+            ratio=None,
+            F_T=float(gd.objective[-1]),
+            m=particles.width,
+            T=T,
+            radius_99=radius_99(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))),
+        )
+    ]
     _print(rows)
     runs = []
     for label, grid in grids.items():
@@ -195,12 +240,23 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
         secs = time.perf_counter() - t0
         mu = GridMeasure(grid, traj.final.masses, (1.0, -1.0)).to_measure()
         f = obj.outputs(mu)
-        rows.append(dict(
-            name=f"radial: {label}", seconds=secs, baseline_seconds=None, ratio=None, N=grid.size, eps=eps,
-            h_min=grid.min_spacing, h_max=grid.spacing, status=traj.status, F_T=float(traj.objective[-1]),
-            F_T_gd=float(gd.objective[-1]), rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
-            radius_99=radius_99(mu),
-        ))
+        rows.append(
+            dict(
+                name=f"radial: {label}",
+                seconds=secs,
+                baseline_seconds=None,
+                ratio=None,
+                N=grid.size,
+                eps=eps,
+                h_min=grid.min_spacing,
+                h_max=grid.spacing,
+                status=traj.status,
+                F_T=float(traj.objective[-1]),
+                F_T_gd=float(gd.objective[-1]),
+                rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
+                radius_99=radius_99(mu),
+            )
+        )
         _print(rows[-1:])
     return rows
 
@@ -211,7 +267,7 @@ def run(quick: bool = False) -> list[dict]:
     jax.config.update("jax_enable_x64", True)
     try:
         rows = []
-        for n in ((64, 128) if quick else (128, 256)):
+        for n in (64, 128) if quick else (128, 256):
             rows += kernel_rows(n)
         for r in rows:
             if r["name"] == "kernel_log_128":

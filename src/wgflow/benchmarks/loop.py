@@ -60,8 +60,19 @@ def run(quick: bool = False) -> list[dict]:
         return lambda: jax.block_until_ready(explicit_gd(obj, mu, 0.1, steps, monitor=monitor, block_size=steps).final.positions)
 
     t_mon, t_bare = _alternate(one(Monitor()), one(None), 3 if quick else 5)
-    rows.append(row(f"explicit GD ({n}, {m}, {d}), {steps} steps: monitored vs bare loop", t_mon, t_bare, n=n, m=m, d=d, steps=steps,
-                    seconds_per_step=t_mon / steps, target="ratio ≥ 0.95"))
+    rows.append(
+        row(
+            f"explicit GD ({n}, {m}, {d}), {steps} steps: monitored vs bare loop",
+            t_mon,
+            t_bare,
+            n=n,
+            m=m,
+            d=d,
+            steps=steps,
+            seconds_per_step=t_mon / steps,
+            target="ratio ≥ 0.95",
+        )
+    )
 
     ds = teacher_student(jax.random.PRNGKey(0), 100, 2, 4, teacher_signs="positive", dtype=jnp.float32)
     sweep_obj = make_objective(ds.X, ds.y, "lifted", lam=1e-4, reduction="mean")
@@ -74,9 +85,19 @@ def run(quick: bool = False) -> list[dict]:
 
     t_mon, t_bare = _alternate(sweep(Monitor()), sweep(None), 3 if quick else 5)
     runs = batch.positions.shape[0]
-    rows.append(row(f"sweep of {runs} runs, {K} steps: monitored vs bare loop", t_mon, t_bare, runs=runs, steps=K,
-                    seconds_per_step=t_mon / K, target="ratio ≥ 0.95"))
+    rows.append(
+        row(f"sweep of {runs} runs, {K} steps: monitored vs bare loop", t_mon, t_bare, runs=runs, steps=K, seconds_per_step=t_mon / K, target="ratio ≥ 0.95")
+    )
     t_back, t_bare = _alternate(sweep(Monitor(policy="backtrack")), sweep(None), 3 if quick else 5)
-    rows.append(row(f"sweep of {runs} runs, {K} steps: backtracking (no retake) vs bare loop", t_back, t_bare, runs=runs, steps=K,
-                    seconds_per_step=t_back / K, target="for the record"))
+    rows.append(
+        row(
+            f"sweep of {runs} runs, {K} steps: backtracking (no retake) vs bare loop",
+            t_back,
+            t_bare,
+            runs=runs,
+            steps=K,
+            seconds_per_step=t_back / K,
+            target="for the record",
+        )
+    )
     return rows

@@ -66,5 +66,3 @@ def run(quick: bool = False) -> list[dict]:
             }
         )
     return rows
-
-

@@ -100,7 +100,9 @@ def run(quick: bool = False) -> list[dict]:
         rows.append(
             {
                 "name": f"particle_step n={n} m={m} d={d}",
-                "n": n, "m": m, "d": d,
+                "n": n,
+                "m": m,
+                "d": d,
                 "seconds": t_wg,
                 "baseline_seconds": baseline,
                 "numpy_seconds": t_np,
@@ -120,7 +122,10 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size (n, m, d) | wgflow s/step | NumPy s/step | torch s/step | ratio vs faster | % of matmul peak | wgflow temp / (n·m·4 B) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size (n, m, d) | wgflow s/step | NumPy s/step | torch s/step | ratio vs faster | % of matmul peak | wgflow temp / (n·m·4 B) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         torch_s = f"{r['torch_seconds']:.4g}" if r["torch_seconds"] is not None else "—"
         temp = f"{r['wgflow_temp_bytes'] / r['n_by_m_float32_bytes']:.2f}" if r["wgflow_temp_bytes"] is not None else "—"

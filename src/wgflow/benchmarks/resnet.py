@@ -223,18 +223,24 @@ def _bench_config(cfg: dict, rounds: int, per_round: int, torch_py: str | None) 
     import statistics
 
     return {
-        "seconds": min(t_ours), "seconds_median": statistics.median(t_ours),
+        "seconds": min(t_ours),
+        "seconds_median": statistics.median(t_ours),
         "baseline": "pytorch autograd" if ok else skipped,
         "baseline_seconds": min(t_base) if ok else None,
         "baseline_seconds_median": statistics.median(t_base) if ok else None,
         "ratio": min(t_base) / min(t_ours) if ok else None,  # > 1: wgflow is faster
         "ratio_median": statistics.median(t_base) / statistics.median(t_ours) if ok else None,
-        "peak_rss_mb": m_ours["peak_rss_mb"], "step_rss_mb": m_ours["step_rss_mb"], "xla_buffers_mb": ours.info["xla_buffers_mb"],
-        "baseline_peak_rss_mb": m_base.get("peak_rss_mb"), "baseline_step_rss_mb": m_base.get("step_rss_mb"),
+        "peak_rss_mb": m_ours["peak_rss_mb"],
+        "step_rss_mb": m_ours["step_rss_mb"],
+        "xla_buffers_mb": ours.info["xla_buffers_mb"],
+        "baseline_peak_rss_mb": m_base.get("peak_rss_mb"),
+        "baseline_step_rss_mb": m_base.get("step_rss_mb"),
         "loss_rel_diff": abs(ours.info["loss0"] - base.info["loss0"]) / abs(base.info["loss0"]) if ok else None,
         "first_call_seconds": ours.info["first_call_seconds"],
-        "framework": ours.info["framework"], "baseline_framework": base.info["framework"] if ok else None,
-        "threads": ours.info["threads"], "baseline_threads": base.info["threads"] if ok else None,
+        "framework": ours.info["framework"],
+        "baseline_framework": base.info["framework"] if ok else None,
+        "threads": ours.info["threads"],
+        "baseline_threads": base.info["threads"] if ok else None,
     }
 
 
@@ -247,8 +253,18 @@ def run(quick: bool = False) -> list[dict]:
     for cfg in configs:
         name = "resnet_flow_step_N{N}_d{d}_S{S}_M{M}".format(**cfg)
         res = _bench_config(cfg, rounds, per_round, torch_py)
-        rows.append(dict(name=name, **cfg, dtype="float32", reps=rounds * per_round, target="ratio ≥ 1 (at least as fast as PyTorch)", **res,
-                         machine=platform.processor() or platform.machine(), load_average=os.getloadavg()[0]))
+        rows.append(
+            dict(
+                name=name,
+                **cfg,
+                dtype="float32",
+                reps=rounds * per_round,
+                target="ratio ≥ 1 (at least as fast as PyTorch)",
+                **res,
+                machine=platform.processor() or platform.machine(),
+                load_average=os.getloadavg()[0],
+            )
+        )
     return rows
 
 

@@ -59,9 +59,17 @@ def run(quick: bool = False) -> list[dict]:
     t_c, t_u = best_time(fn_c, 2), best_time(fn_u, 2)
     rows = [
         row(
-            f"chunked vs unchunked step n={n} m={m} d={d}", t_c, t_u, n=n, m=m, d=d,
-            fraction_of_peak=flops / t_c / 1e9 / peak, baseline_fraction_of_peak=flops / t_u / 1e9 / peak,
-            temp_bytes=temp_c, baseline_temp_bytes=temp_u, target="ratio ≥ 0.7 (per-FLOP speed of the unchunked step)",
+            f"chunked vs unchunked step n={n} m={m} d={d}",
+            t_c,
+            t_u,
+            n=n,
+            m=m,
+            d=d,
+            fraction_of_peak=flops / t_c / 1e9 / peak,
+            baseline_fraction_of_peak=flops / t_u / 1e9 / peak,
+            temp_bytes=temp_c,
+            baseline_temp_bytes=temp_u,
+            target="ratio ≥ 0.7 (per-FLOP speed of the unchunked step)",
         )
     ]
     M = 100_000 if quick else 1_000_000
@@ -72,9 +80,16 @@ def run(quick: bool = False) -> list[dict]:
     else:
         rows.append(
             row(
-                f"one step, {M} neurons n={n} d={d}", res["seconds"], None, n=n, m=M, d=d,
+                f"one step, {M} neurons n={n} d={d}",
+                res["seconds"],
+                None,
+                n=n,
+                m=M,
+                d=d,
                 fraction_of_peak=4 * n * M * (d + 1) / res["seconds"] / 1e9 / peak,
-                peak_rss_gib=res["peak_rss_bytes"] / 2**30, temp_bytes=res["temp_bytes"], target="peak memory ≤ 4 GiB",
+                peak_rss_gib=res["peak_rss_bytes"] / 2**30,
+                temp_bytes=res["temp_bytes"],
+                target="peak memory ≤ 4 GiB",
             )
         )
     return rows

@@ -43,5 +43,15 @@ def run(quick: bool = False) -> list[dict]:
     n, m, d = (1024, 16384, 20) if quick else (4096, 65536, 20)
     single = _time(False, 1, n, m, d)
     sharded = _time(True, 4, n, m, d)
-    return [row(f"step sharded over 4 host devices vs 1, n={n} m={m} d={d}", sharded["seconds"], single["seconds"],
-                n=n, m=m, d=d, devices=sharded["devices"], target="ratio ≥ 1 (no slower); 2 physical cores")]
+    return [
+        row(
+            f"step sharded over 4 host devices vs 1, n={n} m={m} d={d}",
+            sharded["seconds"],
+            single["seconds"],
+            n=n,
+            m=m,
+            d=d,
+            devices=sharded["devices"],
+            target="ratio ≥ 1 (no slower); 2 physical cores",
+        )
+    ]

@@ -222,11 +222,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 f_T = np.asarray(obj.outputs(_measures(tr)[-1]))
                 results[f"implicit/{rung.tau:g}/times"] = tr.times
                 results[f"implicit/{rung.tau:g}/objective"] = tr.objective
-                implicit_rows.append({
-                    "tau": rung.tau, "status": tr.status, "final_objective": tr.final_objective,
-                    "output_distance": _relative_distance(f_T, gd_out[-1], ds.y), "objective_gap": abs(tr.final_objective - gd_F[-1]),
-                    "excess": None if F_star is None else tr.final_objective - F_star, "seconds": tr.seconds,
-                })
+                implicit_rows.append(
+                    {
+                        "tau": rung.tau,
+                        "status": tr.status,
+                        "final_objective": tr.final_objective,
+                        "output_distance": _relative_distance(f_T, gd_out[-1], ds.y),
+                        "objective_gap": abs(tr.final_objective - gd_F[-1]),
+                        "excess": None if F_star is None else tr.final_objective - F_star,
+                        "seconds": tr.seconds,
+                    }
+                )
                 tick(f"implicit GD τ = {rung.tau:g}")
 
         # every flow saves at the same times (each step divides T); S_b at a few of them
@@ -243,8 +249,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             outside = max(mass_outside(grid, mu) for mu in gd_mus)
             for name in rung.solvers:
                 # inner failures are recorded (the row's status) and the run goes on
-                traj = jko(obj, p0, rung.tau, k_steps, grid=grid, blur=blur, solver=SOLVERS[name](), monitor=Monitor(policy="warn"),
-                           save=SaveAt(times=save.times, fn=lambda t, state, problem: state.masses))
+                traj = jko(
+                    obj,
+                    p0,
+                    rung.tau,
+                    k_steps,
+                    grid=grid,
+                    blur=blur,
+                    solver=SOLVERS[name](),
+                    monitor=Monitor(policy="warn"),
+                    save=SaveAt(times=save.times, fn=lambda t, state, problem: state.masses),
+                )
                 S, out_d, gap, sk_its, sk_ok = [], [], [], 0, True
                 for s, masses in enumerate(traj.saved):
                     mu = GridMeasure(grid, masses, SIGNS).to_measure()
@@ -257,34 +272,56 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     else:
                         S.append(np.nan)
                 key = f"jko/{i}/{name}"
-                results.update({
-                    f"{key}/times": traj.times, f"{key}/objective": traj.objective, f"{key}/sinkhorn": np.array(S),
-                    f"{key}/output_distance": np.array(out_d), f"{key}/objective_gap": np.array(gap),
-                    f"{key}/save_times": traj.save_times,
-                })
+                results.update(
+                    {
+                        f"{key}/times": traj.times,
+                        f"{key}/objective": traj.objective,
+                        f"{key}/sinkhorn": np.array(S),
+                        f"{key}/output_distance": np.array(out_d),
+                        f"{key}/objective_gap": np.array(gap),
+                        f"{key}/save_times": traj.save_times,
+                    }
+                )
                 diag = traj.stats
-                table.append({
-                    "tau": rung.tau, "blur": blur, "blur_over_tau": rung.blur_over_tau, "grid": rung.cells,
-                    "h": 2 * L / rung.cells, "points": 2 * rung.cells**2, "solver": name,
-                    "distance_to_gd": S[-1], "distance_at_start": S[0], "output_distance": out_d[-1], "objective_gap": gap[-1],
-                    "final_objective": traj.final_objective, "excess": None if F_star is None else traj.final_objective - F_star,
-                    "seconds": traj.seconds, "status": traj.status,
-                    "max_kkt": float(np.max(diag["kkt"])), "mean_iterations": float(np.mean(diag["iterations"])),
-                    "max_mass_error": float(np.max(diag["mass_error"])),
-                    "gd_mass_outside_box": outside,
-                    "sinkhorn_iterations": sk_its, "sinkhorn_converged": sk_ok,
-                })
+                table.append(
+                    {
+                        "tau": rung.tau,
+                        "blur": blur,
+                        "blur_over_tau": rung.blur_over_tau,
+                        "grid": rung.cells,
+                        "h": 2 * L / rung.cells,
+                        "points": 2 * rung.cells**2,
+                        "solver": name,
+                        "distance_to_gd": S[-1],
+                        "distance_at_start": S[0],
+                        "output_distance": out_d[-1],
+                        "objective_gap": gap[-1],
+                        "final_objective": traj.final_objective,
+                        "excess": None if F_star is None else traj.final_objective - F_star,
+                        "seconds": traj.seconds,
+                        "status": traj.status,
+                        "max_kkt": float(np.max(diag["kkt"])),
+                        "mean_iterations": float(np.mean(diag["iterations"])),
+                        "max_mass_error": float(np.max(diag["mass_error"])),
+                        "gd_mass_outside_box": outside,
+                        "sinkhorn_iterations": sk_its,
+                        "sinkhorn_converged": sk_ok,
+                    }
+                )
                 if i == len(ladder) - 1 and pictures is None:
                     pictures = (grid, np.asarray(traj.saved), np.asarray(traj.save_times))
                 tick(f"JKO {rung.cells}², τ = {rung.tau:g}, {name}")
         if pictures is not None:
             g, snaps, st = pictures
             results.update({"pictures/masses": snaps, "pictures/save_times": st, "pictures/cells": np.array(g.shapes[0])})
-        results.update({
-            "sampled/positions": np.stack([np.asarray(mu.positions) for mu in gs_mus]),
-            "sampled/masses": np.asarray(gs_mus[0].masses),
-            "teacher/W": np.asarray(ds.teacher.W), "teacher/alpha": np.asarray(ds.teacher.alpha),
-        })
+        results.update(
+            {
+                "sampled/positions": np.stack([np.asarray(mu.positions) for mu in gs_mus]),
+                "sampled/masses": np.asarray(gs_mus[0].masses),
+                "teacher/W": np.asarray(ds.teacher.W),
+                "teacher/alpha": np.asarray(ds.teacher.alpha),
+            }
+        )
 
     orders = {}
     for name in SOLVERS:
@@ -293,7 +330,9 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             taus = [r["tau"] for r in rows]
             orders[name] = {k: fitted_order(taus, [r[k] for r in rows]) for k in ("distance_to_gd", "output_distance", "objective_gap")}
     if len(implicit_rows) >= 2:
-        orders["implicit_gd"] = {k: fitted_order([r["tau"] for r in implicit_rows], [r[k] for r in implicit_rows]) for k in ("output_distance", "objective_gap")}
+        orders["implicit_gd"] = {
+            k: fitted_order([r["tau"] for r in implicit_rows], [r[k] for r in implicit_rows]) for k in ("output_distance", "objective_gap")
+        }
     summary = {
         "experiment": cfg.name,
         "kind": KIND,
@@ -303,10 +342,16 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
         "global_min": {"split": None if optimum is None else optimum_support.describe(optimum)},
         "print_columns": ["grid", "tau", "blur", "solver", "distance_to_gd", "output_distance", "objective_gap", "excess", "status", "seconds"],
         "gd": {
-            "step_size": cfg.gd.step_size, "start": f"quadrature of the initial density on the {ladder[-1].cells}² grid",
-            "final_objective": gd.final_objective, "excess": None if F_star is None else gd.final_objective - F_star,
-            "seconds": gd.seconds, "status": gd.status, "message": gd.message,
-            "sampled_particles": cfg.gd.particles, "sampled_status": gd.status if gs is None else gs.status, "sampled_output_distance": sampled_dist[-1],
+            "step_size": cfg.gd.step_size,
+            "start": f"quadrature of the initial density on the {ladder[-1].cells}² grid",
+            "final_objective": gd.final_objective,
+            "excess": None if F_star is None else gd.final_objective - F_star,
+            "seconds": gd.seconds,
+            "status": gd.status,
+            "message": gd.message,
+            "sampled_particles": cfg.gd.particles,
+            "sampled_status": gd.status if gs is None else gs.status,
+            "sampled_output_distance": sampled_dist[-1],
             "sampled_final_objective": gs.final_objective,
         },
         "implicit": implicit_rows,
@@ -333,7 +378,11 @@ def metrics_csv(results: dict) -> str:
         marks = {round(float(t), 9): s for s, t in enumerate(results[f"{base}/save_times"])}
         for t, F in zip(results[f"{base}/times"], results[key]):
             s = marks.get(round(float(t), 9))
-            extra = ["", "", ""] if s is None else [f"{results[f'{base}/sinkhorn'][s]:.6g}", f"{results[f'{base}/output_distance'][s]:.6g}", f"{results[f'{base}/objective_gap'][s]:.6g}"]
+            extra = (
+                ["", "", ""]
+                if s is None
+                else [f"{results[f'{base}/sinkhorn'][s]:.6g}", f"{results[f'{base}/output_distance'][s]:.6g}", f"{results[f'{base}/objective_gap'][s]:.6g}"]
+            )
             w.writerow([base, f"{t:.10g}", f"{F:.12g}", *extra])
     return buf.getvalue()
 
@@ -383,19 +432,26 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
     D[f"GD, m = {cfg.gd.particles} sampled"] = (results["gd/save_times"], results["sampled/output_distance"])
     fig = plots.panels(
         [
-            {"ylabel": rf"Sinkhorn divergence $S_{{{b:g}}}(\mu^{{JKO}}_t, \mu^{{GD}}_t)$ (squared units of $u$)", "curves": S,
-             "title": "measure distance (GD binned on each grid)"},
+            {
+                "ylabel": rf"Sinkhorn divergence $S_{{{b:g}}}(\mu^{{JKO}}_t, \mu^{{GD}}_t)$ (squared units of $u$)",
+                "curves": S,
+                "title": "measure distance (GD binned on each grid)",
+            },
             {"ylabel": r"$\|f^{JKO}_t - f^{GD}_t\|_2 / \|y\|_2$ on the data", "curves": D, "title": "output distance"},
         ],
-        styles=styles, title=f"{cfg.name}: distance to the GD reference over time",
+        styles=styles,
+        title=f"{cfg.name}: distance to the GD reference over time",
     )
     rd.savefig(fig, "distance")
     plots.close(fig)
 
     table = summary["table"]
     orders = summary.get("orders", {})
-    panel_defs = [("distance_to_gd", rf"$S_{{{b:g}}}$ to GD at t = T"), ("output_distance", r"$\|f^{JKO}_T - f^{GD}_T\|_2 / \|y\|_2$"),
-                  ("objective_gap", r"$|F^{JKO}(T) - F^{GD}(T)|$")]
+    panel_defs = [
+        ("distance_to_gd", rf"$S_{{{b:g}}}$ to GD at t = T"),
+        ("output_distance", r"$\|f^{JKO}_T - f^{GD}_T\|_2 / \|y\|_2$"),
+        ("objective_gap", r"$|F^{JKO}(T) - F^{GD}(T)|$"),
+    ]
     panel_list = []
     for key, yl in panel_defs:
         cv = {}
@@ -413,8 +469,13 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             cv[label] = ([r["tau"] for r in imp], [r[key] for r in imp])
             styles[label] = {"color": "k", "ls": "-.", "marker": "x"}
         panel_list.append({"ylabel": yl, "curves": cv})
-    fig = plots.panels(panel_list, xlabel=r"JKO step $\tau$ (h, ε/τ shrink with it)", logx=True, styles=styles,
-                       title=f"{cfg.name}: the ladder at t = T = {cfg.compare.final_time:g}")
+    fig = plots.panels(
+        panel_list,
+        xlabel=r"JKO step $\tau$ (h, ε/τ shrink with it)",
+        logx=True,
+        styles=styles,
+        title=f"{cfg.name}: the ladder at t = T = {cfg.compare.final_time:g}",
+    )
     rd.savefig(fig, "ladder")
     plots.close(fig)
 
@@ -432,14 +493,26 @@ def _draw_densities(cfg: Config, rd: RunDir, results: dict) -> None:
     W, alpha = results["teacher/W"], results["teacher/alpha"]
     finest = sorted(cfg.ladder, key=lambda r: r.cells)[-1]
     rows = [
-        {"positive": dens[s, 0], "negative": dens[s, 1], "particles": pos[s], "signs": np.sign(sm), "time": float(st[s]),
-         "grid_label": f"JKO {n1}², τ={finest.tau:g}", "particle_label": f"GD, m = {len(sm)}"}
+        {
+            "positive": dens[s, 0],
+            "negative": dens[s, 1],
+            "particles": pos[s],
+            "signs": np.sign(sm),
+            "time": float(st[s]),
+            "grid_label": f"JKO {n1}², τ={finest.tau:g}",
+            "particle_label": f"GD, m = {len(sm)}",
+        }
         for s in range(len(st))
     ]
     extent = (-L, L, -L, L)
     pick = np.unique(np.linspace(0, len(rows) - 1, min(cfg.output.density_times, len(rows))).round().astype(int))
-    fig = plots.density_vs_particles([rows[s] for s in pick], extent, W, np.sign(alpha),
-                                     title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; dashed: teacher neurons")
+    fig = plots.density_vs_particles(
+        [rows[s] for s in pick],
+        extent,
+        W,
+        np.sign(alpha),
+        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; dashed: teacher neurons",
+    )
     rd.savefig(fig, "densities")
     plots.close(fig)
     if cfg.output.animation:

@@ -34,9 +34,7 @@ KIND = "parameterisations"
 
 
 class ModelSection(Section):
-    parameterisations: list[ParamName] = Field(
-        ["lifted", "signed", "split", "sphere", "signed_square"], description="parameterisations compared with plain GD"
-    )
+    parameterisations: list[ParamName] = Field(["lifted", "signed", "split", "sphere", "signed_square"], description="parameterisations compared with plain GD")
     width: int = Field(20, gt=0, description="width m of the initial plain network")
     lam: float = Field(1e-3, ge=0, description="weight decay λ")
     reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j (f − y)² ('sum', seed 001) or the mean")
@@ -114,8 +112,9 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             obj = make_objective(ds.X, ds.y, param, "relu", "square", cfg.model.lam, cfg.model.reduction)
             mu0 = obj.unit.from_plain(net)
             # the same steps as plain GD's, rises recorded but not acted on: the flows are compared as they are
-            traj = explicit_gd(obj, mu0, lambda k: etas[k], K, save=SaveAt(steps=save_steps.tolist(), fn=lambda t, mu, o: o.outputs(mu)),
-                               monitor=Monitor(policy="warn"))
+            traj = explicit_gd(
+                obj, mu0, lambda k: etas[k], K, save=SaveAt(steps=save_steps.tolist(), fn=lambda t, mu, o: o.outputs(mu)), monitor=Monitor(policy="warn")
+            )
             outs = np.asarray(traj.saved)
             n_saved = len(outs)
             dist = np.linalg.norm(outs - out_plain[:n_saved], axis=1) / np.maximum(np.linalg.norm(out_plain[:n_saved], axis=1), 1e-300)
@@ -173,8 +172,10 @@ def draw(cfg: Config, rd: RunDir, results: dict) -> None:
     ts = results["save_times"]
     dist = {p: (ts[1 : len(results[f"{p}/distance"])], np.maximum(results[f"{p}/distance"][1:], 1e-17)) for p in cfg.model.parameterisations}
     fig = plots.lines(
-        dist, ylabel=r"$\|f_{\mathrm{flow}}(t) - f_{\mathrm{plain}}(t)\|_2 / \|f_{\mathrm{plain}}(t)\|_2$ on the data",
-        title=f"{cfg.name}: distance of each flow's outputs to plain GD's", logx=True,
+        dist,
+        ylabel=r"$\|f_{\mathrm{flow}}(t) - f_{\mathrm{plain}}(t)\|_2 / \|f_{\mathrm{plain}}(t)\|_2$ on the data",
+        title=f"{cfg.name}: distance of each flow's outputs to plain GD's",
+        logx=True,
     )
     rd.savefig(fig, "output_distance")
     plots.close(fig)

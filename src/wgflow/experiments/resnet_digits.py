@@ -57,8 +57,8 @@ class TrainSection(Section):
     seed: int = Field(0, description="PRNG seed")
     saves: int = Field(20, gt=1, description="times at which accuracy is measured")
     monitor: Literal["stop", "warn", "backtrack"] = Field(
-        "backtrack", description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', "
-        "or 'backtrack' (retake it as 2, 4, … substeps)",
+        "backtrack",
+        description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', or 'backtrack' (retake it as 2, 4, … substeps)",
     )
 
 
@@ -116,10 +116,13 @@ def train_resnet_digits(
 
     def measure(t, params, objective):  # at each save, in the loop: λ₀ and both accuracies
         out = np.asarray(fwd(params, objective.X))
-        row = {"lambda0": base(t, params, objective)["lambda0"],
-               "train_accuracy": float(np.mean(classify(out, data.targets) == data.labels)),
-               "train_loss": 0.5 * float(np.mean(np.sum((out - data.Y) ** 2, axis=1))),
-               "test_accuracy": float("nan"), "test_loss": float("nan")}
+        row = {
+            "lambda0": base(t, params, objective)["lambda0"],
+            "train_accuracy": float(np.mean(classify(out, data.targets) == data.labels)),
+            "train_loss": 0.5 * float(np.mean(np.sum((out - data.Y) ** 2, axis=1))),
+            "test_accuracy": float("nan"),
+            "test_loss": float("nan"),
+        }
         if X_test is not None:
             out_t = np.asarray(fwd(params, X_test))
             row["test_accuracy"] = float(np.mean(classify(out_t, data.targets) == data.labels_test))
@@ -128,21 +131,47 @@ def train_resnet_digits(
 
     every = max(1, steps // max(1, n_saves))
     sol = conditional_flow(obj, params0, step_size, steps, save=SaveAt(every=every, fn=measure), monitor=monitor)
-    saved = {k: np.array([sol.saved_at(i)[k] for i in range(len(sol.save_steps))])
-             for k in ("lambda0", "train_accuracy", "train_loss", "test_accuracy", "test_loss")}
+    saved = {
+        k: np.array([sol.saved_at(i)[k] for i in range(len(sol.save_steps))]) for k in ("lambda0", "train_accuracy", "train_loss", "test_accuracy", "test_loss")
+    }
     grad_sq = sol.stats["grad_sq"]
     loss = sol.objective
     return {
-        "time": sol.times, "loss": loss, "pl_ratio": grad_sq / loss[: len(grad_sq)], "save_times": sol.save_times,
-        "train_loss": saved["train_loss"], "test_loss": saved["test_loss"],
-        "train_accuracy": saved["train_accuracy"], "test_accuracy": saved["test_accuracy"],
-        "lambda0_t": saved["lambda0"], "lambda0": float(saved["lambda0"][0]),
-        "final_train_accuracy": float(saved["train_accuracy"][-1]), "final_test_accuracy": float(saved["test_accuracy"][-1]),
-        "loss0": float(loss[0]), "loss_final": float(loss[-1]), "fitted_rate": fitted_loss_rate(sol).rate,
-        "status": sol.status, "message": sol.message, "retaken_steps": int(sol.loop.retakes), "seconds": sol.seconds,
-        "config": {"d": d, "S": S, "M": M, "steps": steps, "step_size": step_size if not callable(step_size) else "schedule",
-                   "n_train": n_train, "n_test": n_test, "projection": projection, "input_scale": input_scale,
-                   "target_scale": target_scale, "activation": activation, "init": init, "rho": rho, "beta": beta},
+        "time": sol.times,
+        "loss": loss,
+        "pl_ratio": grad_sq / loss[: len(grad_sq)],
+        "save_times": sol.save_times,
+        "train_loss": saved["train_loss"],
+        "test_loss": saved["test_loss"],
+        "train_accuracy": saved["train_accuracy"],
+        "test_accuracy": saved["test_accuracy"],
+        "lambda0_t": saved["lambda0"],
+        "lambda0": float(saved["lambda0"][0]),
+        "final_train_accuracy": float(saved["train_accuracy"][-1]),
+        "final_test_accuracy": float(saved["test_accuracy"][-1]),
+        "loss0": float(loss[0]),
+        "loss_final": float(loss[-1]),
+        "fitted_rate": fitted_loss_rate(sol).rate,
+        "status": sol.status,
+        "message": sol.message,
+        "retaken_steps": int(sol.loop.retakes),
+        "seconds": sol.seconds,
+        "config": {
+            "d": d,
+            "S": S,
+            "M": M,
+            "steps": steps,
+            "step_size": step_size if not callable(step_size) else "schedule",
+            "n_train": n_train,
+            "n_test": n_test,
+            "projection": projection,
+            "input_scale": input_scale,
+            "target_scale": target_scale,
+            "activation": activation,
+            "init": init,
+            "rho": rho,
+            "beta": beta,
+        },
     }
 
 
@@ -153,19 +182,36 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     start = time.perf_counter()
     with Progress(1, cfg.name, enabled=progress) as bar:
         out = train_resnet_digits(
-            jax.random.PRNGKey(cfg.train.seed), cfg.data.d, cfg.model.depth, cfg.model.width, cfg.train.steps,
-            cfg.train.step_size, n_train=cfg.data.n_train, n_test=cfg.data.n_test, projection=cfg.data.projection,
-            activation=cfg.model.activation, init=cfg.model.init, n_saves=cfg.train.saves,
-            dtype=jnp.float64 if cfg.train.dtype == "float64" else jnp.float32, monitor=Monitor(policy=cfg.train.monitor),
+            jax.random.PRNGKey(cfg.train.seed),
+            cfg.data.d,
+            cfg.model.depth,
+            cfg.model.width,
+            cfg.train.steps,
+            cfg.train.step_size,
+            n_train=cfg.data.n_train,
+            n_test=cfg.data.n_test,
+            projection=cfg.data.projection,
+            activation=cfg.model.activation,
+            init=cfg.model.init,
+            n_saves=cfg.train.saves,
+            dtype=jnp.float64 if cfg.train.dtype == "float64" else jnp.float32,
+            monitor=Monitor(policy=cfg.train.monitor),
         )
         bar.update(1)
     keys = ("time", "loss", "save_times", "train_loss", "test_loss", "train_accuracy", "test_accuracy", "lambda0_t")
     results = {k: np.asarray(out[k]) for k in keys}
     summary = {
-        "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start,
-        **{k: out[k] for k in ("final_train_accuracy", "final_test_accuracy", "lambda0", "loss0", "loss_final", "fitted_rate", "status", "message", "retaken_steps")},
-        "table": [{"time": float(t), "train_loss": float(a), "test_loss": float(b), "train_accuracy": float(c), "test_accuracy": float(e)}
-                  for t, a, b, c, e in zip(results["save_times"], results["train_loss"], results["test_loss"], results["train_accuracy"], results["test_accuracy"])],
+        "experiment": cfg.name,
+        "kind": KIND,
+        "seconds": time.perf_counter() - start,
+        **{
+            k: out[k]
+            for k in ("final_train_accuracy", "final_test_accuracy", "lambda0", "loss0", "loss_final", "fitted_rate", "status", "message", "retaken_steps")
+        },
+        "table": [
+            {"time": float(t), "train_loss": float(a), "test_loss": float(b), "train_accuracy": float(c), "test_accuracy": float(e)}
+            for t, a, b, c, e in zip(results["save_times"], results["train_loss"], results["test_loss"], results["train_accuracy"], results["test_accuracy"])
+        ],
     }
     rd.save_npz("results.npz", **results)
     rd.write_json("summary.json", summary)
@@ -183,14 +229,18 @@ def draw(cfg: Config, rd: RunDir, results: dict) -> None:
     ts = results["save_times"]
     fig = plots.lines(
         {"train (every step)": (results["time"][: len(results["loss"])], results["loss"]), "test": (ts, results["test_loss"])},
-        ylabel=r"loss $\frac{1}{2N}\sum_i |x^i(1) - y^i|^2$", logx=True,
+        ylabel=r"loss $\frac{1}{2N}\sum_i |x^i(1) - y^i|^2$",
+        logx=True,
         title=f"{cfg.name}: S = {cfg.model.depth}, M = {cfg.model.width}, d = {cfg.data.d}",
     )
     rd.savefig(fig, "loss")
     plots.close(fig)
     fig = plots.lines(
         {"train": (ts, 100 * results["train_accuracy"]), "test": (ts, 100 * results["test_accuracy"])},
-        ylabel="accuracy (%)", logy=False, logx=True, title=f"{cfg.name}: nearest class target read-out",
+        ylabel="accuracy (%)",
+        logy=False,
+        logx=True,
+        title=f"{cfg.name}: nearest class target read-out",
         styles={"train": {"marker": "o"}, "test": {"marker": "s"}},
     )
     rd.savefig(fig, "accuracy")

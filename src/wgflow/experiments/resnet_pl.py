@@ -89,7 +89,8 @@ class TrainSection(Section):
     dtype: Literal["float32", "float64"] = Field("float64", description="precision")
     seed: int = Field(0, description="PRNG seed (data and initialisation)")
     monitor: Literal["stop", "warn", "backtrack"] = Field(
-        "backtrack", description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', "
+        "backtrack",
+        description="a step whose loss rises above its running minimum: 'stop' (status unstable), 'warn', "
         "or 'backtrack' (retake it as 2, 4, … substeps: the fitted rates are those of a monotone descent)",
     )
     rise_rtol: float = Field(1e-3, gt=0, lt=1, description="a rise of the loss above its running minimum by more than this (relative) counts")
@@ -104,8 +105,22 @@ class Config(Section):
     train: TrainSection = Field(default_factory=TrainSection, description="the flow")
 
 
-SCALARS = ("lambda0", "lambda_bar", "pl_min", "pl_init", "pl_bound", "pl_tightness", "fitted_rate", "fit_r2",
-           "predicted_rate_scale", "rate_over_scale", "loss0", "loss_final", "loss_ratio", "dcot_final")
+SCALARS = (
+    "lambda0",
+    "lambda_bar",
+    "pl_min",
+    "pl_init",
+    "pl_bound",
+    "pl_tightness",
+    "fitted_rate",
+    "fit_r2",
+    "predicted_rate_scale",
+    "rate_over_scale",
+    "loss0",
+    "loss_final",
+    "loss_ratio",
+    "dcot_final",
+)
 
 
 def _label(case) -> str:
@@ -215,10 +230,24 @@ def run_resnet_pl_case(
         "lambda0_t": diag["lambda0"],
         "dcot_identity": diag["dcot_identity"],
         "dcot_exact": diag["dcot_exact"],
-        "config": {"N": N, "d": d, "S": S, "M": M, "init": init, "delta": delta, "steps": steps,
-                   "step_size": step_size if not callable(step_size) else "schedule",
-                   "activation": activation, "rho": rho, "beta": beta, "feature_law": feature_law, "freeze_features": freeze_features,
-                   "n_features": n_features, "bandwidth": bandwidth, "inputs": inputs},
+        "config": {
+            "N": N,
+            "d": d,
+            "S": S,
+            "M": M,
+            "init": init,
+            "delta": delta,
+            "steps": steps,
+            "step_size": step_size if not callable(step_size) else "schedule",
+            "activation": activation,
+            "rho": rho,
+            "beta": beta,
+            "feature_law": feature_law,
+            "freeze_features": freeze_features,
+            "n_features": n_features,
+            "bandwidth": bandwidth,
+            "inputs": inputs,
+        },
     }
 
 
@@ -235,21 +264,52 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     with Progress(len(cases), cfg.name, enabled=progress) as bar:
         for i, (N, init, delta) in enumerate(cases):
             out = run_resnet_pl_case(
-                jax.random.PRNGKey(cfg.train.seed), N, cfg.model.d, cfg.model.depth, cfg.model.width, init, delta,
-                cfg.train.steps, cfg.train.step_size, activation=cfg.model.activation, rho=cfg.model.rho,
-                beta=cfg.model.beta, dtype=dtype, monitor=Monitor(policy=cfg.train.monitor, rtol=cfg.train.rise_rtol),
+                jax.random.PRNGKey(cfg.train.seed),
+                N,
+                cfg.model.d,
+                cfg.model.depth,
+                cfg.model.width,
+                init,
+                delta,
+                cfg.train.steps,
+                cfg.train.step_size,
+                activation=cfg.model.activation,
+                rho=cfg.model.rho,
+                beta=cfg.model.beta,
+                dtype=dtype,
+                monitor=Monitor(policy=cfg.train.monitor, rtol=cfg.train.rise_rtol),
             )
             row = {"case": _label((N, init, delta)), "N": N, "init": init, "delta": delta}
             row.update({k: out[k] for k in SCALARS})
-            row.update(status=out["status"], diverged=out["diverged"], retaken_steps=out["retaken_steps"],
-                       max_relative_rise=out["max_relative_rise"], message=out["message"])
+            row.update(
+                status=out["status"],
+                diverged=out["diverged"],
+                retaken_steps=out["retaken_steps"],
+                max_relative_rise=out["max_relative_rise"],
+                message=out["message"],
+            )
             table.append(row)
             for k in ("time", "loss", "pl_ratio"):
                 results[f"{i}/{k}"] = np.asarray(out[k])
             bar.update(i + 1, row["case"])
     summary = {
-        "experiment": cfg.name, "kind": KIND, "seconds": time.perf_counter() - start, "pl_constant": "2/N", "table": table,
-        "print_columns": ["case", "lambda0", "pl_min", "pl_tightness", "fitted_rate", "predicted_rate_scale", "rate_over_scale", "loss_ratio", "retaken_steps", "status"],
+        "experiment": cfg.name,
+        "kind": KIND,
+        "seconds": time.perf_counter() - start,
+        "pl_constant": "2/N",
+        "table": table,
+        "print_columns": [
+            "case",
+            "lambda0",
+            "pl_min",
+            "pl_tightness",
+            "fitted_rate",
+            "predicted_rate_scale",
+            "rate_over_scale",
+            "loss_ratio",
+            "retaken_steps",
+            "status",
+        ],
     }
     rd.save_npz("results.npz", **results)
     rd.write_json("summary.json", summary)
@@ -281,8 +341,9 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
         slope = f"{row['case']}: predicted e^(−2λ₀t/N)"
         curves[slope] = (t, L[0] * np.exp(-2 * row["lambda0"] * t / row["N"]))
         styles[slope] = {"color": color, "ls": ":", "lw": 1, "label": "_nolegend_"}
-    fig = plots.lines(curves, ylabel=r"loss $L(\mu_t)$", styles=styles,
-                      title=f"{cfg.name}: loss (solid) and the PL prediction $L_0 e^{{-2\\lambda_0 t/N}}$ (dotted)")
+    fig = plots.lines(
+        curves, ylabel=r"loss $L(\mu_t)$", styles=styles, title=f"{cfg.name}: loss (solid) and the PL prediction $L_0 e^{{-2\\lambda_0 t/N}}$ (dotted)"
+    )
     fig.axes[0].legend(fontsize=6, ncol=2)
     rd.savefig(fig, "loss")
     plots.close(fig)
@@ -296,8 +357,12 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
         styles[row["case"]] = {"color": color}
         curves[f"{row['case']} bound"] = (t, np.full(len(t), row["pl_bound"]))
         styles[f"{row['case']} bound"] = {"color": color, "ls": ":", "lw": 1, "label": "_nolegend_"}
-    fig = plots.lines(curves, ylabel=r"PL ratio $\|\nabla L\|^2_{L^2(\mu_t)} / L(\mu_t)$", styles=styles,
-                      title=f"{cfg.name}: PL ratio (solid) and the bound $(2/N)\\lambda_0$ at $t = 0$ (dotted)")
+    fig = plots.lines(
+        curves,
+        ylabel=r"PL ratio $\|\nabla L\|^2_{L^2(\mu_t)} / L(\mu_t)$",
+        styles=styles,
+        title=f"{cfg.name}: PL ratio (solid) and the bound $(2/N)\\lambda_0$ at $t = 0$ (dotted)",
+    )
     fig.axes[0].legend(fontsize=6, ncol=2)
     rd.savefig(fig, "pl_ratio")
     plots.close(fig)
@@ -306,10 +371,15 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
     rows.sort(key=lambda r: r["N"])
     Ns = np.array([r["N"] for r in rows], float)
     fig = plots.lines(
-        {r"$\lambda_0$ (mean over layers of $\lambda_{\min}(K_s)$) at $t = 0$": (Ns, np.maximum([r["lambda0"] for r in rows], 1e-300)),
-         "fitted rate of L": (Ns, np.maximum([r["fitted_rate"] for r in rows], 1e-300)),
-         r"predicted scale $\lambda_0/N$": (Ns, np.maximum([r["predicted_rate_scale"] for r in rows], 1e-300))},
-        xlabel="number of inputs N", ylabel="value (flow time⁻¹ for the rates)", logx=True, logy=True,
+        {
+            r"$\lambda_0$ (mean over layers of $\lambda_{\min}(K_s)$) at $t = 0$": (Ns, np.maximum([r["lambda0"] for r in rows], 1e-300)),
+            "fitted rate of L": (Ns, np.maximum([r["fitted_rate"] for r in rows], 1e-300)),
+            r"predicted scale $\lambda_0/N$": (Ns, np.maximum([r["predicted_rate_scale"] for r in rows], 1e-300)),
+        },
+        xlabel="number of inputs N",
+        ylabel="value (flow time⁻¹ for the rates)",
+        logx=True,
+        logy=True,
         title=f"{cfg.name}: λ₀ and rates against N ({cfg.ladder.base_init}, δ = {cfg.ladder.base_delta:g})",
     )
     for line in fig.axes[0].lines:

@@ -52,9 +52,17 @@ class DataSection(Section):
 
     def make(self, dtype=None) -> Dataset:
         return teacher_student(
-            jax.random.PRNGKey(self.seed), self.n, self.d, self.teacher_width, activation=self.activation,
-            bias=self.bias, inputs=self.inputs, teacher_signs=self.teacher_signs, teacher_scale=self.teacher_scale,
-            noise=self.noise, dtype=dtype,
+            jax.random.PRNGKey(self.seed),
+            self.n,
+            self.d,
+            self.teacher_width,
+            activation=self.activation,
+            bias=self.bias,
+            inputs=self.inputs,
+            teacher_signs=self.teacher_signs,
+            teacher_scale=self.teacher_scale,
+            noise=self.noise,
+            dtype=dtype,
         )
 
 
@@ -112,9 +120,7 @@ class SweepSection(Section):
 
     widths: list[int] = Field([4, 5, 10, 100], description="student widths m")
     seeds: list[int] = Field(list(range(10)), description="seeds of the initial measures (one run per seed)")
-    one_program: bool | None = Field(
-        None, description="run all widths as one vmapped program (padded); None: when that is small"
-    )
+    one_program: bool | None = Field(None, description="run all widths as one vmapped program (padded); None: when that is small")
 
     @field_validator("widths")
     @classmethod

@@ -53,7 +53,9 @@ KIND = "teacher_student"
 class ModelSection(Section):
     """The student: parameterisations (each is its own sweep), activation, loss, weight decay."""
 
-    parameterisations: list[ParamName] = Field(["signed_square", "lifted"], description="parameterisations to train (registered names: lifted, signed, split, sphere, signed_square, …)")
+    parameterisations: list[ParamName] = Field(
+        ["signed_square", "lifted"], description="parameterisations to train (registered names: lifted, signed, split, sphere, signed_square, …)"
+    )
     activation: ActivationName = Field("relu", description="the student's activation σ, a registered name (relu, sigmoid, tanh, cos, …)")
     loss: LossName = Field("square", description="pointwise loss ℓ, a registered name (square: (f − y)², no 1/2; logistic: labels ±1)")
     lam: float = Field(1e-3, ge=0, description="weight decay λ (F = R + λ ∫ V d|μ|)")
@@ -111,8 +113,16 @@ def _initial_batch(cfg: Config, unit_name: str, widths: list[int], d: int, dtype
     """The initial measures of every (width, seed) of a group, padded to one batch (zero-mass atoms)."""
     mus = [
         initial_measure(
-            jax.random.fold_in(jax.random.PRNGKey(seed), m), unit_name, m, d, distribution=cfg.init.distribution,
-            scale=cfg.init.scale, beta=cfg.init.beta, output=cfg.init.output, signs=cfg.init.signs, dtype=dtype,
+            jax.random.fold_in(jax.random.PRNGKey(seed), m),
+            unit_name,
+            m,
+            d,
+            distribution=cfg.init.distribution,
+            scale=cfg.init.scale,
+            beta=cfg.init.beta,
+            output=cfg.init.output,
+            signs=cfg.init.signs,
+            dtype=dtype,
         )
         for m in widths
         for seed in cfg.sweep.seeds
@@ -184,8 +194,14 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}")
 
                 sol = explicit_gd_sweep(
-                    objective, state["loop"], lambda k: etas[k0 + k], k1 - k0,
-                    save=SaveAt(steps=(local_snap - k0).tolist()), monitor=monitor, block_size=1000, callback=cb,
+                    objective,
+                    state["loop"],
+                    lambda k: etas[k0 + k],
+                    k1 - k0,
+                    save=SaveAt(steps=(local_snap - k0).tolist()),
+                    monitor=monitor,
+                    block_size=1000,
+                    callback=cb,
                 )
                 for r, (code, message) in enumerate(zip(sol.codes, sol.message)):
                     if code != 0 and r not in said:
@@ -199,8 +215,15 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 return {"loop": sol.loop}, out
 
             state, records = run_segments(
-                rd, f"{param}-m{'-'.join(map(str, widths))}", K, cfg.output.checkpoint_every, state0, advance,
-                resume=resume, fingerprint=fp, concat_axis={"objective": 1, "speed": 1},
+                rd,
+                f"{param}-m{'-'.join(map(str, widths))}",
+                K,
+                cfg.output.checkpoint_every,
+                state0,
+                advance,
+                resume=resume,
+                fingerprint=fp,
+                concat_axis={"objective": 1, "speed": 1},
             )
             loop = state["loop"]
             final = Measure(jnp.asarray(loop.state.positions), jnp.asarray(loop.state.masses))
@@ -230,7 +253,8 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 results[f"{key}/events"] = np.asarray(loop.events)[rows]
                 results[f"{key}/max_rise"] = np.asarray(loop.max_rise)[rows]
                 messages[key] = [
-                    f"{param}, m = {m}, seed {seed}: " + said[i * n_seeds + r] if i * n_seeds + r in said
+                    f"{param}, m = {m}, seed {seed}: " + said[i * n_seeds + r]
+                    if i * n_seeds + r in said
                     else _run_message(param, m, seed, loop, i * n_seeds + r, K, t, monitor)
                     for r, seed in enumerate(cfg.sweep.seeds)
                 ]
@@ -272,12 +296,19 @@ def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages
             for r, seed in enumerate(cfg.sweep.seeds):
                 status = result_name(codes[r])
                 row = {
-                    "parameterisation": param, "width": m, "seed": seed, "status": status,
-                    "final_objective": F[r], "final_grad_norm": speed[r],
-                    "stop_step": int(results[f"{key}/stop_step"][r]), "stop_time": float(results[f"{key}/stop_time"][r]),
+                    "parameterisation": param,
+                    "width": m,
+                    "seed": seed,
+                    "status": status,
+                    "final_objective": F[r],
+                    "final_grad_norm": speed[r],
+                    "stop_step": int(results[f"{key}/stop_step"][r]),
+                    "stop_time": float(results[f"{key}/stop_time"][r]),
                     "converged": bool(status == "successful" and speed[r] < cfg.train.grad_tol),
-                    "retaken_steps": int(retakes[r]), "max_substeps": int(results[f"{key}/max_substeps"][r]),
-                    "flagged_steps": int(results[f"{key}/events"][r]), "max_relative_rise": float(results[f"{key}/max_rise"][r]),
+                    "retaken_steps": int(retakes[r]),
+                    "max_substeps": int(results[f"{key}/max_substeps"][r]),
+                    "flagged_steps": int(results[f"{key}/events"][r]),
+                    "max_relative_rise": float(results[f"{key}/max_rise"][r]),
                 }
                 if messages is not None:
                     row["message"] = messages[key][r]
@@ -289,7 +320,9 @@ def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages
             runs.extend(group)
             Ff = np.array([r["final_objective"] for r in group], float)
             entry = {
-                "parameterisation": param, "width": m, "seeds": len(group),
+                "parameterisation": param,
+                "width": m,
+                "seeds": len(group),
                 "successful": sum(r["status"] == "successful" for r in group),
                 "unstable": sum(r["status"] == "unstable" for r in group),
                 "diverged": sum(r["status"] == "diverged" for r in group),
@@ -367,7 +400,11 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
                 gif_panels.append({**panel, "title": f"{param}, m = {m}"})
     xl, yl = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
     fig = plots.particle_paths(
-        panels, teacher_dirs if in_plane else None, teacher_signs, xlabel=xl + coord, ylabel=yl,
+        panels,
+        teacher_dirs if in_plane else None,
+        teacher_signs,
+        xlabel=xl + coord,
+        ylabel=yl,
         title=f"{cfg.name}: particle paths (seed {cfg.sweep.seeds[seed0]}); unit of a particle: ±σ(u·x)",
     )
     rd.savefig(fig, "paths")
@@ -398,7 +435,8 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
         series[param] = (np.asarray(cfg.sweep.widths), finals)
         failed[param] = [results[f"{_group_key(param, m)}/result"] != 0 for m in cfg.sweep.widths]
     fig = plots.final_vs_width(
-        series, failed=failed,
+        series,
+        failed=failed,
         ylabel=r"final relative excess $(F(\mu_T) - F^*)/F^*$" if any_opt else r"final objective $F(\mu_T)$",
         title=f"{cfg.name}: at t = {results['times'][-1]:.4g}" + (" (values below 1e-12 drawn at 1e-12)" if any_opt else ""),
         threshold=cfg.train.success_tol if any_opt else None,

@@ -23,7 +23,24 @@ from wgflow.flows.schedules import constant, inverse_sqrt, polish
 from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
 
 __all__ = [
-    "RESULTS", "AbstractFlow", "ExplicitGD", "ImplicitGD", "LangevinGD", "LangevinState", "LoopState", "Monitor", "ProxSolver",
-    "SaveAt", "Solution", "StepInfo", "constant", "explicit_gd", "explicit_gd_sweep", "implicit_gd", "inverse_sqrt",
-    "langevin_gd", "polish", "solve",
+    "RESULTS",
+    "AbstractFlow",
+    "ExplicitGD",
+    "ImplicitGD",
+    "LangevinGD",
+    "LangevinState",
+    "LoopState",
+    "Monitor",
+    "ProxSolver",
+    "SaveAt",
+    "Solution",
+    "StepInfo",
+    "constant",
+    "explicit_gd",
+    "explicit_gd_sweep",
+    "implicit_gd",
+    "inverse_sqrt",
+    "langevin_gd",
+    "polish",
+    "solve",
 ]

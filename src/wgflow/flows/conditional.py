@@ -97,8 +97,7 @@ def resnet_diagnostics(params0: ResNetParams, dcot_mode: str = "exact") -> Calla
             dc = dcot(params, params0, exact=dcot_mode == "exact")
             d_id = dc.identity
             d_ex = float("nan") if dc.exact is None else dc.exact
-        return {"params": params.to_numpy(), "grad_sq": float(gsq), "lambda0": lam, "lambda_bar": lbar,
-                "dcot_identity": d_id, "dcot_exact": d_ex}
+        return {"params": params.to_numpy(), "grad_sq": float(gsq), "lambda0": lam, "lambda_bar": lbar, "dcot_identity": d_id, "dcot_exact": d_ex}
 
     return fn
 
@@ -144,8 +143,18 @@ def conditional_flow(
     save = save or SaveAt()
     if save.fn is None:
         save = SaveAt(times=save.times, steps=save.steps, every=save.every, log=save.log, fn=resnet_diagnostics(params0, dcot_mode))
-    return solve(ConditionalFlow(bool(lambda0_every_step)), objective, params0, step_size, num_steps, saveat=save, monitor=monitor,
-                 block_size=block_size, callback=callback, max_seconds=max_seconds)
+    return solve(
+        ConditionalFlow(bool(lambda0_every_step)),
+        objective,
+        params0,
+        step_size,
+        num_steps,
+        saveat=save,
+        monitor=monitor,
+        block_size=block_size,
+        callback=callback,
+        max_seconds=max_seconds,
+    )
 
 
 def fitted_loss_rate(solution: Solution, window: tuple[float, float] | None = None) -> RateFit:

@@ -343,8 +343,17 @@ def _finish(problem, pr: _Primal, q, u, tau, its, inner, kernels, tol) -> JKOSte
     kkt, fy = _kkt(problem, pr.f, u)
     mass_err = jnp.max(jnp.abs(jnp.sum(pr.p, axis=1) - jnp.sum(q, axis=1)))
     return JKOStep(
-        _renormalise(pr.p, q), u, pr.la, pr.lb, kkt, 2 * tau * fy, mass_err, jnp.asarray(its), jnp.asarray(inner),
-        jnp.asarray(kernels), (kkt <= tol) if tol is not None else jnp.array(True),
+        _renormalise(pr.p, q),
+        u,
+        pr.la,
+        pr.lb,
+        kkt,
+        2 * tau * fy,
+        mass_err,
+        jnp.asarray(its),
+        jnp.asarray(inner),
+        jnp.asarray(kernels),
+        (kkt <= tol) if tol is not None else jnp.array(True),
     )
 
 
@@ -570,10 +579,14 @@ class JKO(AbstractFlow):
         q = state.masses
         out = self.solver(problem, q, state.dual, tau, jnp.asarray(self.blur, q.dtype))
         stats = {
-            "kkt": out.kkt, "gap": out.gap, "mass_error": out.mass_error, "iterations": out.iterations,
-            "inner_iterations": out.inner_iterations, "kernel_applications": out.kernel_applications,
+            "kkt": out.kkt,
+            "gap": out.gap,
+            "mass_error": out.mass_error,
+            "iterations": out.iterations,
+            "inner_iterations": out.inner_iterations,
+            "kernel_applications": out.kernel_applications,
         }
-        result = RESULTS.where(out.converged, RESULTS.successful, RESULTS.inner_not_converged)
+        result = RESULTS.where(out.converged, RESULTS.successful, RESULTS.inner_not_converged)  # type: ignore[arg-type]  # mypy reads eqx.Enumeration members as str
         return JKOState(out.masses, out.dual), StepInfo(problem.value(q), result, stats)
 
     def value(self, problem: JKOProblem, state: JKOState) -> Array:
@@ -584,9 +597,11 @@ class JKO(AbstractFlow):
 
     def inner_failure(self, problem: JKOProblem, stats: dict) -> str:
         tol = solver_tol(self.solver, problem.features.dtype)
-        return (f"the {type(self.solver).__name__} step did not converge: KKT residual {stats['kkt']:.3g} > tol = {tol:g} after"
-                f" {int(stats['iterations'])} iterations. Raise solver.max_iter, loosen solver.tol, or take a smaller tau or a"
-                " larger blur")
+        return (
+            f"the {type(self.solver).__name__} step did not converge: KKT residual {stats['kkt']:.3g} > tol = {tol:g} after"
+            f" {int(stats['iterations'])} iterations. Raise solver.max_iter, loosen solver.tol, or take a smaller tau or a"
+            " larger blur"
+        )
 
 
 def _validated_problem(objective: Objective, grid: Grid, solver: Solver, memory_limit: float | None = None, snapshots: int = 2) -> JKOProblem:
@@ -602,8 +617,13 @@ def _validated_problem(objective: Objective, grid: Grid, solver: Solver, memory_
         )
     check_grid(objective, grid)
     check_memory(
-        grid, objective.n, len(component_signs(objective)), objective.X.dtype,
-        limit=memory_limit, hessian=isinstance(solver, Dykstra), snapshots=snapshots,
+        grid,
+        objective.n,
+        len(component_signs(objective)),
+        objective.X.dtype,
+        limit=memory_limit,
+        hessian=isinstance(solver, Dykstra),
+        snapshots=snapshots,
     )
     return jko_problem(objective, grid)
 
@@ -682,11 +702,35 @@ def jko(
     per_save = 1 if save.fn is not None else grid.dim + 1 if isinstance(grid, Grid) else 1  # a saved Measure holds the positions too
     problem = _validated_problem(objective, grid, solver, memory_limit, n_saves * per_save + 2)
     q0 = jnp.asarray(_initial_masses(problem, p0), objective.X.dtype)
-    return solve(JKO(jnp.asarray(blur, q0.dtype), solver), problem, q0, etas, num_steps, saveat=save, monitor=monitor,
-                 block_size=block_size, callback=callback, max_seconds=max_seconds, name=f"JKO ({type(solver).__name__})")
+    return solve(
+        JKO(jnp.asarray(blur, q0.dtype), solver),
+        problem,
+        q0,
+        etas,
+        num_steps,
+        saveat=save,
+        monitor=monitor,
+        block_size=block_size,
+        callback=callback,
+        max_seconds=max_seconds,
+        name=f"JKO ({type(solver).__name__})",
+    )
 
 
 __all__ = [
-    "JKO", "Dykstra", "JKOProblem", "JKOState", "JKOStep", "Linearised", "SOLVERS", "SemiDualNewton", "Solver",
-    "check_grid", "component_signs", "jko", "jko_problem", "jko_step", "solver_tol",
+    "JKO",
+    "Dykstra",
+    "JKOProblem",
+    "JKOState",
+    "JKOStep",
+    "Linearised",
+    "SOLVERS",
+    "SemiDualNewton",
+    "Solver",
+    "check_grid",
+    "component_signs",
+    "jko",
+    "jko_problem",
+    "jko_step",
+    "solver_tol",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, cast
 
 import equinox as eqx
 import jax
@@ -117,10 +117,22 @@ def explicit_gd(
     """
     _check(objective, mu0)
     if shard is not False:
-        return _sharded(explicit_gd, objective, mu0, shard, step_size=step_size, num_steps=num_steps, save=save,
-                        monitor=monitor, block_size=block_size, callback=callback, max_seconds=max_seconds)
-    return solve(ExplicitGD(), objective, mu0, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
-                 callback=callback, max_seconds=max_seconds)
+        return _sharded(
+            explicit_gd,
+            objective,
+            mu0,
+            shard,
+            step_size=step_size,
+            num_steps=num_steps,
+            save=save,
+            monitor=monitor,
+            block_size=block_size,
+            callback=callback,
+            max_seconds=max_seconds,
+        )
+    return solve(
+        ExplicitGD(), objective, mu0, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size, callback=callback, max_seconds=max_seconds
+    )
 
 
 def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Solution:
@@ -130,7 +142,7 @@ def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Solut
     sol = flow(sharding.replicate(objective, mesh), mu, **kwargs)
 
     def cut(x: Measure) -> Measure:
-        return Measure(np.asarray(x.positions)[..., :m, :], np.asarray(x.masses)[..., :m])
+        return Measure(np.asarray(x.positions)[..., :m, :], np.asarray(x.masses)[..., :m])  # type: ignore[arg-type]  # host arrays
 
     saved = cut(sol.saved) if isinstance(sol.saved, Measure) else sol.saved
     final = cut(sol.final)
@@ -212,8 +224,18 @@ def langevin_gd(
     except (TypeError, ValueError):
         ok = False
     require(ok, "key", "must be a jax.random key (jax.random.PRNGKey(seed) or jax.random.key(seed))", value=key)
-    sol = solve(LangevinGD(jnp.asarray(temperature, mu0.positions.dtype)), objective, LangevinState(mu0, key), step_size, num_steps,
-                saveat=save, monitor=monitor, block_size=block_size, callback=callback, max_seconds=max_seconds)
+    sol = solve(
+        LangevinGD(jnp.asarray(temperature, mu0.positions.dtype)),
+        objective,
+        LangevinState(mu0, key),
+        step_size,
+        num_steps,
+        saveat=save,
+        monitor=monitor,
+        block_size=block_size,
+        callback=callback,
+        max_seconds=max_seconds,
+    )
     return eqx.tree_at(lambda s: s.final, sol, sol.final.measure)
 
 
@@ -272,7 +294,7 @@ def _kinks(objective: Objective, mu: Measure, g: Array):
         c = jnp.asarray(unit.output_weight(th[None])).reshape(-1)[0]
         return c * unit.preactivation(th[None], x[None])[0, 0]
 
-    h = unit.activation.kink_jump * r[:, None] * jax.vmap(jax.grad(corner))(pos, objective.X[j])
+    h = cast(float, unit.activation.kink_jump) * r[:, None] * jax.vmap(jax.grad(corner))(pos, objective.X[j])
     h = unit.project_tangent(pos, h)
     base = g - jnp.where(z > 0, 1.0, 0.0)[:, None] * h  # the σ'(0⁻) side of the segment
     t = -jnp.sum(base * h, axis=1) / jnp.maximum(jnp.sum(h * h, axis=1), 1e-300)
@@ -437,14 +459,18 @@ def implicit_step(objective: Objective, mu: Measure, eta: Array, solver: ProxSol
     res0, active0, kicked0 = examine(mu.positions)
     _, active, iters, res, pos = jax.lax.while_loop(round_cond, round_body, (kicked0, active0, jnp.array(0), res0, mu.positions))
     mu_next = Measure(unit.retract(pos), mu.masses)
-    return mu_next, objective.value(mu), {
-        "iterations": iters,
-        "residual": res,
-        "prox_value": G(mu_next.positions),
-        "on_kink": jnp.sum(active[1]),
-        "at_origin": jnp.sum(active[2]),
-        "output_at_zero": jnp.sum(active[3]),
-    }
+    return (
+        mu_next,
+        objective.value(mu),
+        {
+            "iterations": iters,
+            "residual": res,
+            "prox_value": G(mu_next.positions),
+            "on_kink": jnp.sum(active[1]),
+            "at_origin": jnp.sum(active[2]),
+            "output_at_zero": jnp.sum(active[3]),
+        },
+    )
 
 
 class ImplicitGD(_ParticleFlow):
@@ -462,13 +488,15 @@ class ImplicitGD(_ParticleFlow):
     def step(self, objective: Objective, mu: Measure, dt: Array) -> tuple[Measure, StepInfo]:
         new, F, stats = implicit_step(objective, mu, dt, self.solver)
         tol = self.solver.resolved_tol(mu.positions.dtype)
-        result = RESULTS.where(stats["residual"] <= tol, RESULTS.successful, RESULTS.inner_not_converged)
+        result = RESULTS.where(stats["residual"] <= tol, RESULTS.successful, RESULTS.inner_not_converged)  # type: ignore[arg-type]  # mypy reads eqx.Enumeration members as str
         return new, StepInfo(F, result, stats)
 
     def inner_failure(self, objective: Objective, stats: dict) -> str:
         tol = self.solver.resolved_tol(objective.X.dtype)
-        return (f"the proximal residual reached {stats['residual']:.3g} > tol = {tol:g} after {int(stats['iterations'])} inner "
-                "iterations; raise solver.max_iter, loosen solver.tol or take a smaller step")
+        return (
+            f"the proximal residual reached {stats['residual']:.3g} > tol = {tol:g} after {int(stats['iterations'])} inner "
+            "iterations; raise solver.max_iter, loosen solver.tol or take a smaller step"
+        )
 
 
 def implicit_gd(
@@ -493,10 +521,24 @@ def implicit_gd(
     require(isinstance(solver, ProxSolver), "solver", "must be a ProxSolver", value=solver)
     require(isinstance(solver.max_iter, int) and solver.max_iter > 0, "solver.max_iter", "must be a positive integer", value=solver.max_iter)
     require(isinstance(solver.round_iter, int) and solver.round_iter > 0, "solver.round_iter", "must be a positive integer", value=solver.round_iter)
-    require(solver.tol is None or (isinstance(solver.tol, (int, float)) and math.isfinite(solver.tol) and solver.tol > 0),
-            "solver.tol", "must be a finite number > 0 (or None)", value=solver.tol)
-    return solve(ImplicitGD(solver), objective, mu0, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
-                 callback=callback, max_seconds=max_seconds)
+    require(
+        solver.tol is None or (isinstance(solver.tol, (int, float)) and math.isfinite(solver.tol) and solver.tol > 0),
+        "solver.tol",
+        "must be a finite number > 0 (or None)",
+        value=solver.tol,
+    )
+    return solve(
+        ImplicitGD(solver),
+        objective,
+        mu0,
+        step_size,
+        num_steps,
+        saveat=save,
+        monitor=monitor,
+        block_size=block_size,
+        callback=callback,
+        max_seconds=max_seconds,
+    )
 
 
 def explicit_gd_sweep(
@@ -523,5 +565,16 @@ def explicit_gd_sweep(
         objective.unit.check_input_dim(mus.positions.shape[-1], objective.d)
         require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
         require(bool(jnp.all(jnp.isfinite(mus.masses))), "mus.masses", "contain NaN/inf", "give finite masses")
-    return solve(ExplicitGD(), objective, mus, step_size, num_steps, saveat=save, monitor=monitor, block_size=block_size,
-                 callback=callback, max_seconds=max_seconds, batched=True)
+    return solve(
+        ExplicitGD(),
+        objective,
+        mus,
+        step_size,
+        num_steps,
+        saveat=save,
+        monitor=monitor,
+        block_size=block_size,
+        callback=callback,
+        max_seconds=max_seconds,
+        batched=True,
+    )

@@ -29,7 +29,7 @@ import abc
 import math
 import time as _time
 import warnings
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, cast
 
 import equinox as eqx
 import jax
@@ -56,9 +56,7 @@ class RESULTS(eqx.Enumeration):
 
 #: the names of the codes, indexed by their integer value
 RESULT_NAMES: tuple[str, ...] = tuple(sorted(RESULTS._name_to_item, key=lambda n: int(RESULTS._name_to_item[n]._value)))
-SUCCESSFUL, DIVERGED, UNSTABLE, INNER, STOPPED = (
-    RESULT_NAMES.index(n) for n in ("successful", "diverged", "unstable", "inner_not_converged", "stopped")
-)
+SUCCESSFUL, DIVERGED, UNSTABLE, INNER, STOPPED = (RESULT_NAMES.index(n) for n in ("successful", "diverged", "unstable", "inner_not_converged", "stopped"))
 
 
 def result_name(code) -> str:
@@ -158,7 +156,9 @@ class SaveAt(eqx.Module):
         chosen = {0, K}
         for name in ("every", "log"):
             v = getattr(self, name)
-            require(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0), f"save.{name}", "must be a positive integer", value=v)
+            require(
+                v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0), f"save.{name}", "must be a positive integer", value=v
+            )
         if self.every is not None:
             chosen.update(range(0, K + 1, int(self.every)))
         if self.log is not None:
@@ -343,11 +343,31 @@ def _initial_loop(flow: AbstractFlow, problem, state, F0, monitor: Monitor | Non
     nan = jnp.asarray(jnp.nan, fdt)
     backtrack = monitor is not None and monitor.policy == "backtrack"
     return LoopState(
-        state=state, prev=state if backtrack else None,
-        step=i32(0), sub=i32(0), level=i32(0), prev_step=i32(0), prev_sub=i32(0), good=i32(0),
-        time=jnp.asarray(0.0, fdt), F0=F0, F_min=F0,
-        result=i32(SUCCESSFUL), active=jnp.asarray(True), events=i32(0), retakes=i32(0), max_level=i32(0),
-        max_rise=jnp.zeros((), fdt), dt_last=nan, rise_rate=nan, rise_age=i32(0), kinks=i32(0), event_step=i32(-1), event_F=nan, event_F_min=nan, event_dt=nan,
+        state=state,
+        prev=state if backtrack else None,
+        step=i32(0),
+        sub=i32(0),
+        level=i32(0),
+        prev_step=i32(0),
+        prev_sub=i32(0),
+        good=i32(0),
+        time=jnp.asarray(0.0, fdt),
+        F0=F0,
+        F_min=F0,
+        result=i32(SUCCESSFUL),
+        active=jnp.asarray(True),
+        events=i32(0),
+        retakes=i32(0),
+        max_level=i32(0),
+        max_rise=jnp.zeros((), fdt),
+        dt_last=nan,
+        rise_rate=nan,
+        rise_age=i32(0),
+        kinks=i32(0),
+        event_step=i32(-1),
+        event_F=nan,
+        event_F_min=nan,
+        event_dt=nan,
         event_stats={k: jnp.full(v.shape, jnp.nan, _stat_dtype()) for k, v in info.stats.items()},
     )
 
@@ -407,8 +427,16 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
         lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min),
         loop,
         (
-            t.new, loop.state if backtrack else None, jnp.where(done, loop.step + 1, loop.step), jnp.where(done, 0, sub), level,
-            loop.step, loop.sub, good, jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0), jnp.minimum(loop.F_min, t.F),
+            t.new,
+            loop.state if backtrack else None,
+            jnp.where(done, loop.step + 1, loop.step),
+            jnp.where(done, 0, sub),
+            level,
+            loop.step,
+            loop.sub,
+            good,
+            jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0),
+            jnp.minimum(loop.F_min, t.F),
         ),
         is_leaf=lambda x: x is None,
     )
@@ -427,8 +455,14 @@ def _record_event(loop: LoopState, flag, code, F, dt, stats) -> LoopState:
     return eqx.tree_at(
         lambda s: (s.result, s.event_step, s.event_F, s.event_F_min, s.event_dt, s.event_stats),
         loop,
-        (upd(code, loop.result), upd(loop.step, loop.event_step), upd(F, loop.event_F), upd(loop.F_min, loop.event_F_min),
-         upd(dt, loop.event_dt), {k: upd(stats[k], v) for k, v in loop.event_stats.items()}),
+        (
+            upd(code, loop.result),
+            upd(loop.step, loop.event_step),
+            upd(F, loop.event_F),
+            upd(loop.F_min, loop.event_F_min),
+            upd(dt, loop.event_dt),
+            {k: upd(stats[k], v) for k, v in loop.event_stats.items()},
+        ),
     )
 
 
@@ -444,8 +478,12 @@ def _back(loop: LoopState, flag, revert) -> LoopState:
         lambda s: (s.state, s.step, s.sub, s.level, s.good, s.retakes, s.max_level),
         loop,
         (
-            _where(revert, loop.prev, loop.state), jnp.where(revert, loop.prev_step, loop.step),
-            2 * jnp.where(revert, loop.prev_sub, loop.sub), level, jnp.zeros((), jnp.int32), loop.retakes + 1,
+            _where(revert, loop.prev, loop.state),
+            jnp.where(revert, loop.prev_step, loop.step),
+            2 * jnp.where(revert, loop.prev_sub, loop.sub),
+            level,
+            jnp.zeros((), jnp.int32),
+            loop.retakes + 1,
             jnp.maximum(loop.max_level, level),
         ),
     )
@@ -481,8 +519,7 @@ def _decide(monitor: Monitor, loop: LoopState, t: _Tried, go) -> tuple[LoopState
     loop = _accept(monitor, loop, t, go & ~event)
     new_rate = jnp.where(only_rise, rate, jnp.nan).astype(loop.rise_rate.dtype)
     loop = _back(loop, retake, t.F_bad | t.rise)  # a bad F: go back to the last accepted state
-    loop = eqx.tree_at(lambda s: (s.rise_rate, s.rise_age), loop,
-                       (jnp.where(retake, new_rate, loop.rise_rate), jnp.where(retake, 0, loop.rise_age)))
+    loop = eqx.tree_at(lambda s: (s.rise_rate, s.rise_age), loop, (jnp.where(retake, new_rate, loop.rise_rate), jnp.where(retake, 0, loop.rise_age)))
     loop = _stopped(loop, give_up, t.code, t.F, t.dt, t.stats)
     return loop, go & ~retake
 
@@ -656,11 +693,20 @@ class Solution(eqx.Module):
             return a[r]
 
         return Solution(
-            times=self.times[r, : s + 1], objective=self.objective[r, : s + 1], stats={k: v[r, :keep] for k, v in self.stats.items()},
-            save_steps=steps, save_times=st[fresh], saved=jax.tree_util.tree_map(lambda a: a[r][fresh], self.saved),
-            final=jax.tree_util.tree_map(pick, self.final), result=results_of(self.codes[r]), stop_step=s,
-            loop=jax.tree_util.tree_map(pick, self.loop), message=self.message[r], batched=False,
-            seconds=self.seconds, compile_seconds=self.compile_seconds,
+            times=self.times[r, : s + 1],
+            objective=self.objective[r, : s + 1],
+            stats={k: v[r, :keep] for k, v in self.stats.items()},
+            save_steps=steps,
+            save_times=st[fresh],
+            saved=jax.tree_util.tree_map(lambda a: a[r][fresh], self.saved),
+            final=jax.tree_util.tree_map(pick, self.final),
+            result=results_of(self.codes[r]),
+            stop_step=s,
+            loop=jax.tree_util.tree_map(pick, self.loop),
+            message=self.message[r],
+            batched=False,
+            seconds=self.seconds,
+            compile_seconds=self.compile_seconds,
         )
 
 
@@ -676,15 +722,18 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
 
     code, step, t = int(g("result")), int(g("step")), float(g("time"))
     retakes, max_level, kinks = int(g("retakes")), int(g("max_level")), int(g("kinks"))
-    back = (f"; backtracking retook {retakes} step(s), with up to {2 ** max_level} substeps per step, so that F never rose"
-            " beyond the tolerance") if retakes else ""
+    back = (
+        (f"; backtracking retook {retakes} step(s), with up to {2**max_level} substeps per step, so that F never rose beyond the tolerance") if retakes else ""
+    )
     if kinks:
-        back += (f", except {kinks} rise(s) that halved with the substep: kinks of F (a neuron's activation boundary on a"
-                 " data point), not instabilities, accepted")
+        back += (
+            f", except {kinks} rise(s) that halved with the substep: kinks of F (a neuron's activation boundary on a data point), not instabilities, accepted"
+        )
     if code == SUCCESSFUL:
         return f"{name}: {K_global} steps to t = {t:.6g}{back}"
     if code == STOPPED:
         return f"{name} stopped at step {step} (t = {t:.6g}): {stop_reason or 'stopped'}{back}"
+
     def context(key):  # the step before the failure (from the records of the call that saw it), if known
         a = loop.get(key)
         return float(np.asarray(a)[r or 0]) if a is not None else float("nan")
@@ -694,8 +743,11 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
     dt, dt_last, speed = float(g("event_dt")), context("event_dt_last"), context("event_speed_last")
     where = f"at step {k}" if k >= 0 else "at the end"
     went_on = monitor is not None and monitor.policy == "warn" and code in (UNSTABLE, INNER)
-    tail = (f"; the run went on (monitor policy 'warn'): {int(g('events'))} step(s) flagged in all" if went_on
-            else f"; the run is kept up to step {step} (t = {t:.6g})")
+    tail = (
+        f"; the run went on (monitor policy 'warn'): {int(g('events'))} step(s) flagged in all"
+        if went_on
+        else f"; the run is kept up to step {step} (t = {t:.6g})"
+    )
     if code == DIVERGED:
         F0 = float(g("F0"))
         if not np.isfinite(F):
@@ -705,28 +757,32 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
         else:
             what = f"the objective was {F:.3g} but the next state was not finite"
         size = dt_last if not np.isfinite(F) or F > (monitor.max_growth if monitor else 1e6) * max(abs(F0), 1e-300) else dt
-        return (f"{name} diverged {where}: {what}. Reduce the step size (it was {size:.3g} there) or use a decaying schedule"
-                f"{tail}{back}")
+        return f"{name} diverged {where}: {what}. Reduce the step size (it was {size:.3g} there) or use a decaying schedule{tail}{back}"
     if code == UNSTABLE:
         rise = F - F_min
         rel = rise / abs(F_min) if F_min != 0 else float("inf")
         rtol = monitor.resolved_rtol(loop["F0"].dtype) if monitor is not None else float("nan")
-        msg = (f"{name} is unstable {where}: F rose to {F:.6g}, {rise:.3g} above its running minimum {F_min:.6g}"
-               f" ({rel:.3g} relative; the tolerance is {rtol:g})")
+        msg = f"{name} is unstable {where}: F rose to {F:.6g}, {rise:.3g} above its running minimum {F_min:.6g} ({rel:.3g} relative; the tolerance is {rtol:g})"
         hint = f"; the step before was {dt_last:.3g}: use a smaller one" if np.isfinite(dt_last) else ""
         if np.isfinite(F_last) and np.isfinite(speed) and speed > 0 and np.isfinite(dt_last) and dt_last > 0:
             L = 2 * (F - F_last + dt_last * speed**2) / (dt_last**2 * speed**2)
             if L > 0:
-                hint = (f"; along the step before (size {dt_last:.3g}) the curvature is about {L:.3g}, so steps above"
-                        f" 2/L ≈ {2 / L:.3g} are unstable there: use a step size ≤ {1 / L:.3g}")
+                hint = (
+                    f"; along the step before (size {dt_last:.3g}) the curvature is about {L:.3g}, so steps above"
+                    f" 2/L ≈ {2 / L:.3g} are unstable there: use a step size ≤ {1 / L:.3g}"
+                )
         if monitor is not None and monitor.policy == "backtrack" and max_level >= monitor.max_halvings:
-            hint = (f"; {max_level} halvings of the step did not remove the rise (it shrinks with the step, as at a kink: F is"
-                    " not smooth there, e.g. a neuron's activation boundary on a data point), so raise monitor.rtol"
-                    " or take a smaller step")
+            hint = (
+                f"; {max_level} halvings of the step did not remove the rise (it shrinks with the step, as at a kink: F is"
+                " not smooth there, e.g. a neuron's activation boundary on a data point), so raise monitor.rtol"
+                " or take a smaller step"
+            )
             return msg + hint + tail + back
-        return (msg + hint + ", or the monitor policy 'backtrack' (which also tells a kink of F, whose rise halves with the"
-                " step, from an instability)" + tail + back)
-    stats = {key[len("event_stats/"):]: float(g(key)) for key in loop if key.startswith("event_stats/")}
+        return (
+            msg + hint + ", or the monitor policy 'backtrack' (which also tells a kink of F, whose rise halves with the"
+            " step, from an instability)" + tail + back
+        )
+    stats = {key[len("event_stats/") :]: float(g(key)) for key in loop if key.startswith("event_stats/")}
     return f"{name}: {where}, {flow.inner_failure(problem, stats)}{tail}{back}"
 
 
@@ -747,7 +803,11 @@ def _etas(schedule, num_steps: int, batched: bool, R: int | None) -> np.ndarray:
         if batched and arr.ndim == 1 and arr.shape[0] == R and R != num_steps:
             arr = np.repeat(arr[:, None], num_steps, axis=1)
         if arr.ndim == 2:
-            require(batched and arr.shape == (R, num_steps), "step_size", f"a step per run must be (R,) or (R, K) = ({R}, {num_steps}) in a batched solve, got {arr.shape}")
+            require(
+                batched and arr.shape == (R, num_steps),
+                "step_size",
+                f"a step per run must be (R,) or (R, K) = ({R}, {num_steps}) in a batched solve, got {arr.shape}",
+            )
         else:
             require(arr.shape == (num_steps,), "step_size", f"an array of steps must have length num_steps = {num_steps}, got {arr.shape}")
         bad = ~(np.isfinite(arr) & (arr > 0))
@@ -814,7 +874,7 @@ def solve(
         require(bool(np.all((k_start == k0) | ~active0)), "x0", "every active run of a continued batch must be at the same step")
         t0 = np.asarray(loop.time, np.float64)
         times = (t0[:, None] + (t_local if per_run else t_local[None])) if batched else float(t0) + t_local
-        lead = (R,) if batched else ()
+        lead: tuple[int, ...] = (cast(int, R),) if batched else ()  # R is an int whenever batched
         one_state = jax.tree_util.tree_map(lambda a: a[0], loop.state) if batched else loop.state
         info = _step_shape(flow, problem, one_state)
         objective = np.full(lead + (K + 1,), np.nan)
@@ -906,19 +966,23 @@ def solve(
             saved_at.append(reached if batched else int(now))
             save_rows.append(now)
         save_steps = np.asarray(saved_at, np.int64)
-        save_rows = np.stack(save_rows, axis=-1)  # the local step of each saved state: (S,) or (R, S)
+        save_local = np.stack(save_rows, axis=-1)  # the local step of each saved state: (S,) or (R, S)
         if callback is not None and reached == K:
             callback(k0 + K, times[..., K], F_here)
         if stop_reason is not None:
             stopped = np.asarray(loop.active) & (np.asarray(loop.result) == SUCCESSFUL)
-            loop = eqx.tree_at(lambda s: (s.result, s.active), loop, (jnp.where(stopped, STOPPED, loop.result).astype(jnp.int32), jnp.asarray(np.asarray(loop.active) & ~stopped)))
+            loop = eqx.tree_at(
+                lambda s: (s.result, s.active),
+                loop,
+                (jnp.where(stopped, STOPPED, loop.result).astype(jnp.int32), jnp.asarray(np.asarray(loop.active) & ~stopped)),
+            )
 
         stop_step = np.clip(np.asarray(loop.step) - k0, 0, K)
         if batched:
-            rows = np.arange(R)
+            rows = np.arange(cast(int, R))
             fill = np.isnan(objective[rows, stop_step])
             objective[rows[fill], stop_step[fill]] = F_here[fill]
-            for r in range(R):
+            for r in range(cast(int, R)):
                 s = int(stop_step[r])
                 objective[r, s + 1 :] = np.nan
                 done = np.asarray(loop.result)[r] == SUCCESSFUL and s == K
@@ -957,22 +1021,33 @@ def solve(
                 host["event_dt_last"][r] = (etas[r] if per_run else etas)[j - 1] / substeps[row + (j - 1,)]
         K_global = k0 + K
         if batched:
-            message: Any = tuple(_message(name, flow, problem, host, r, K_global, monitor, stop_reason) for r in range(R))
+            message: Any = tuple(_message(name, flow, problem, host, r, K_global, monitor, stop_reason) for r in range(cast(int, R)))
         else:
             message = _message(name, flow, problem, host, None, K_global, monitor, stop_reason)
         saved_tree = jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1 if batched else 0), *saved)
         all_stats = {**stats, "substeps": substeps} if backtrack else stats
         result = results_of(np.asarray(loop.result))
         if batched:
-            fields = dict(times=times, objective=objective, stats=all_stats, save_times=np.take_along_axis(times, save_rows, axis=1), stop_step=stop_step)
+            fields = dict(times=times, objective=objective, stats=all_stats, save_times=np.take_along_axis(times, save_local, axis=1), stop_step=stop_step)
         else:
             s = int(stop_step)
             keep = s + 1 if (s < K or int(loop.result) != SUCCESSFUL) else K
             keep = min(keep, K)
-            fields = dict(times=times[: s + 1], objective=objective[: s + 1], stats={k: v[:keep] for k, v in all_stats.items()},
-                          save_times=times[save_rows], stop_step=s)
-    sol = Solution(**fields, save_steps=save_steps, saved=saved_tree, final=loop.state, result=result, loop=loop,
-                   message=message, batched=batched, seconds=_time.perf_counter() - start, compile_seconds=timer.compile_seconds)
+            fields = dict(
+                times=times[: s + 1], objective=objective[: s + 1], stats={k: v[:keep] for k, v in all_stats.items()}, save_times=times[save_local], stop_step=s
+            )
+    sol = Solution(
+        **fields,
+        save_steps=save_steps,
+        saved=saved_tree,
+        final=loop.state,
+        result=result,
+        loop=loop,
+        message=message,
+        batched=batched,
+        seconds=_time.perf_counter() - start,
+        compile_seconds=timer.compile_seconds,
+    )
     if monitor is not None and monitor.policy == "warn":
         flagged = [m for m, c in zip(message if batched else [message], np.atleast_1d(sol.codes)) if c != SUCCESSFUL]
         if flagged:
@@ -1001,10 +1076,10 @@ def _start(flow, problem, x0, monitor, batched: bool, name: str) -> tuple[LoopSt
         loop = eqx.filter_vmap(lambda s, f: _initial_loop(flow, problem, s, f, monitor))(state, jnp.asarray(F0))
         return loop, R
     state = flow.init(problem, x0)
-    F0 = float(_value(flow, problem, state))
-    if not np.isfinite(F0):
-        raise InputError("initial state", f"the objective at the start of the {name} is {F0}", "check the data and the initial measure")
-    return _initial_loop(flow, problem, state, F0, monitor), None
+    F0_single = float(_value(flow, problem, state))
+    if not np.isfinite(F0_single):
+        raise InputError("initial state", f"the objective at the start of the {name} is {F0_single}", "check the data and the initial measure")
+    return _initial_loop(flow, problem, state, F0_single, monitor), None
 
 
 def _saver(flow, problem, saveat: SaveAt, batched: bool, R, one_state) -> Callable:
@@ -1019,8 +1094,9 @@ def _saver(flow, problem, saveat: SaveAt, batched: bool, R, one_state) -> Callab
     def save(loop, times, k):
         if not batched:
             return jax.tree_util.tree_map(np.asarray, fn(float(times[int(k)]), loop.state, problem))
-        vals = [jax.tree_util.tree_map(np.asarray, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem))
-                for r in range(R)]
+        vals = [
+            jax.tree_util.tree_map(np.asarray, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem)) for r in range(R)
+        ]
         return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *vals)
 
     return save
@@ -1032,6 +1108,18 @@ def initial_loop_state(flow: AbstractFlow, problem: Any, x0: Any, *, monitor: Mo
 
 
 __all__ = [
-    "AbstractFlow", "LoopState", "Monitor", "POLICIES", "RESULTS", "RESULT_NAMES", "SaveAt", "Solution", "StepInfo",
-    "float_dtype", "initial_loop_state", "result_name", "results_of", "solve",
+    "AbstractFlow",
+    "LoopState",
+    "Monitor",
+    "POLICIES",
+    "RESULTS",
+    "RESULT_NAMES",
+    "SaveAt",
+    "Solution",
+    "StepInfo",
+    "float_dtype",
+    "initial_loop_state",
+    "result_name",
+    "results_of",
+    "solve",
 ]

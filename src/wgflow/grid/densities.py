@@ -48,7 +48,7 @@ def initial_grid_density(
     require(components in (1, 2), "init.components", "must be 1 or 2 (positive and negative grids)", value=components)
     require(0.0 <= positive_fraction <= 1.0, "init.positive_fraction", "must lie in [0, 1]", value=positive_fraction)
     flat_axes = [k for k, p in enumerate(grid.periods) if p is None]
-    dens = []
+    dens: np.ndarray  # set by every branch below
     outside_total = 0.0
     if kind == "gaussian":
         mean = np.broadcast_to(np.asarray(mean, np.float64), (grid.ndim,))
@@ -87,7 +87,7 @@ def initial_grid_density(
         if kind == "annulus":
             require(0 <= r_min < r_max, "init.r_min", f"need 0 <= r_min < r_max, got {r_min}, {r_max}")
             r = np.linalg.norm(xi[:, flat_axes], axis=1) if flat_axes else np.zeros(len(xi))
-            inside = (r >= r_min) & (r <= r_max)
+            in_annulus = (r >= r_min) & (r <= r_max)
             b = grid.bounds()
             reach = [min(-b[k, 0], b[k, 1]) for k in flat_axes]
             if flat_axes and min(reach) < r_max:
@@ -96,7 +96,7 @@ def initial_grid_density(
                     f"the annulus of radius {r_max} does not fit in the grid's box {b.tolist()}",
                     f"enlarge the box to at least ±{r_max} or reduce r_max",
                 )
-            dens = np.where(inside, v, 0.0)
+            dens = np.where(in_annulus, v, 0.0)
         else:
             dens = v.copy()
         require(dens.sum() > 0, "init", f"the {kind} density has no grid point; refine the grid")
@@ -146,11 +146,11 @@ def sample_from_grid(key: Array, grid: Grid, masses, m: int, *, signs: Sequence[
         if counts[c] == 0:
             continue
         cdf = np.cumsum(masses[c] / totals[c])
-        draws = np.asarray(jax.random.uniform(keys[2 * c], (int(counts[c]),), jnp.float32 if not jax.config.jax_enable_x64 else jnp.float64))
+        draws = np.asarray(jax.random.uniform(keys[2 * c], (int(counts[c]),), jnp.float32 if not jax.config.jax_enable_x64 else jnp.float64))  # type: ignore[attr-defined]  # a JAX config flag, set dynamically
         idx = np.minimum(np.searchsorted(cdf, draws * cdf[-1], side="right"), grid.size - 1)  # inverse CDF
         xi = xi_all[idx].copy()
         if jitter:
-            u = np.asarray(jax.random.uniform(keys[2 * c + 1], xi.shape, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
+            u = np.asarray(jax.random.uniform(keys[2 * c + 1], xi.shape, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))  # type: ignore[attr-defined]  # a JAX config flag, set dynamically
             for bi in range(len(grid.blocks)):
                 sel = block_of[idx] == bi
                 if not sel.any():

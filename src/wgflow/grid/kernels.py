@@ -26,7 +26,7 @@ carry the kernel as a method without an import cycle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import jax
 import jax.numpy as jnp
@@ -140,20 +140,20 @@ def log_kernel(grid: Grid, log_v: Array, eps, sign: Array | None = None):
     for axes_out in grid.blocks:
         acc_l, acc_s = None, None
         for b, axes_in in enumerate(grid.blocks):
-            lk, s = _apply_block_log(parts_in[b], None if sign is None else signs_in[b], axes_out, axes_in, eps, lead)
+            lk, s = _apply_block_log(parts_in[b], None if signs_in is None else signs_in[b], axes_out, axes_in, eps, lead)
             if acc_l is None:
                 acc_l, acc_s = lk, s
             elif sign is None:
                 acc_l = jnp.logaddexp(acc_l, lk)
             else:
                 acc_l, acc_s = _signed_logaddexp(acc_l, acc_s, lk, s)
-        outs.append((acc_l.reshape(lead_shape + (-1,)), None if acc_s is None else acc_s.reshape(lead_shape + (-1,))))
+        outs.append((cast(Array, acc_l).reshape(lead_shape + (-1,)), None if acc_s is None else acc_s.reshape(lead_shape + (-1,))))
     out_l = jnp.concatenate([o[0] for o in outs], axis=-1)
     if multi:
         out_l = out_l - log_cover
     if sign is None:
         return out_l
-    return out_l, jnp.concatenate([o[1] for o in outs], axis=-1)
+    return out_l, jnp.concatenate([cast(Array, o[1]) for o in outs], axis=-1)  # signed: every block has a sign
 
 
 def kernel(grid: Grid, v: Array, eps) -> Array:
@@ -168,14 +168,14 @@ def kernel(grid: Grid, v: Array, eps) -> Array:
     parts = _split_flat(grid, v / cover)
     outs = []
     for axes_out in grid.blocks:
-        acc = 0.0
+        acc: Array | float = 0.0
         for b, axes_in in enumerate(grid.blocks):
             x = parts[b]
             for k, (ax_o, ax_i) in enumerate(zip(axes_out, axes_in)):
                 Kk = jnp.exp(_axis_log_kernel(ax_o, ax_i, eps, x.dtype))
                 x = jnp.moveaxis(jnp.tensordot(x, Kk, axes=([lead + k], [1])), -1, lead + k)
             acc = acc + x
-        outs.append(acc.reshape(lead_shape + (-1,)))
+        outs.append(cast(Array, acc).reshape(lead_shape + (-1,)))  # grid.blocks is never empty
     return jnp.concatenate(outs, axis=-1) / cover
 
 

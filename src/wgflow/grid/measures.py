@@ -74,9 +74,7 @@ def to_measure(grid: Grid, masses, signs: Sequence[float] = (1.0,), *, points=No
     return Measure(jnp.tile(pts, (C, 1)), (s[:, None] * masses).reshape(-1))
 
 
-def bin_measure(
-    grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, field: str = "p0", outside: str = "error"
-) -> np.ndarray:
+def bin_measure(grid: Grid, mu: Measure, signs: Sequence[float] = (1.0,), *, field: str = "p0", outside: str = "error") -> np.ndarray:
     """Masses ``(C, N)`` on a single-block ``grid`` of a particle measure ``mu`` (cloud-in-cell).
 
     Each atom's mass is shared between the 2^D nearest grid points with multilinear

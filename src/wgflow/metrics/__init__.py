@@ -16,6 +16,14 @@ from wgflow.metrics.transport import DistanceResult, sinkhorn_divergence, w2
 
 __all__ = ["DistanceResult", "sinkhorn_divergence", "w2"]
 __all__ += [
-    "DCOT", "DCOT_MODES", "PL_CONSTANT", "RateFit", "dcot", "fitted_rate", "lambda0", "lambda_min_mean_kernel",
-    "layer_kernels", "layer_lambda_min",
+    "DCOT",
+    "DCOT_MODES",
+    "PL_CONSTANT",
+    "RateFit",
+    "dcot",
+    "fitted_rate",
+    "lambda0",
+    "lambda_min_mean_kernel",
+    "layer_kernels",
+    "layer_lambda_min",
 ]

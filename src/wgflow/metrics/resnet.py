@@ -12,6 +12,7 @@ For the model of :mod:`wgflow.models.resnet` (Barboni, Peyré & Vialard; derivat
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -79,7 +80,8 @@ def _one_kernel(sigma: Activation, x: Array, W: Array, B: Array) -> Array:
 def _lambda_stats(objective: ResNetObjective, params: ResNetParams, states: Array) -> tuple[float, float]:
     """(λ₀, λ_min of the depth-averaged kernel) on the host, one layer at a time: O(N²) memory,
     and LAPACK's symmetric eigensolver through numpy (faster than XLA's on the CPU)."""
-    lmins, Kbar = [], 0.0
+    lmins: list[Any] = []
+    Kbar: np.ndarray | float = 0.0
     for k in range(params.depth):
         K = np.asarray(_one_kernel(objective.activation, states[k], params.W[k], params.B[k]), dtype=np.float64)
         lmins.append(np.linalg.eigvalsh(K)[0])
@@ -183,6 +185,14 @@ def fitted_rate(times, loss, window: tuple[float, float] | None = None, *, floor
 
 
 __all__ = [
-    "DCOT", "DCOT_MODES", "PL_CONSTANT", "RateFit", "dcot", "fitted_rate", "lambda0", "lambda_min_mean_kernel",
-    "layer_kernels", "layer_lambda_min",
+    "DCOT",
+    "DCOT_MODES",
+    "PL_CONSTANT",
+    "RateFit",
+    "dcot",
+    "fitted_rate",
+    "lambda0",
+    "lambda_min_mean_kernel",
+    "layer_kernels",
+    "layer_lambda_min",
 ]

@@ -21,7 +21,21 @@ from wgflow.models.resnet import (
 )
 
 __all__ = [
-    "FEATURE_LAWS", "INITS", "INTERPOLATIONS", "Adjoint", "ResNetObjective", "ResNetParams", "adjoint_gradient",
-    "discretise", "grad_norm_sq", "init_resnet", "linear_interpolation", "make_resnet_objective", "node_forward",
-    "piecewise_constant", "resnet_forward", "resnet_loss", "resnet_states",
+    "FEATURE_LAWS",
+    "INITS",
+    "INTERPOLATIONS",
+    "Adjoint",
+    "ResNetObjective",
+    "ResNetParams",
+    "adjoint_gradient",
+    "discretise",
+    "grad_norm_sq",
+    "init_resnet",
+    "linear_interpolation",
+    "make_resnet_objective",
+    "node_forward",
+    "piecewise_constant",
+    "resnet_forward",
+    "resnet_loss",
+    "resnet_states",
 ]

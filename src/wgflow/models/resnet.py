@@ -99,7 +99,7 @@ class ResNetParams(eqx.Module):
         return ResNetParams(*(jnp.asarray(a, dtype) for a in (self.U, self.W, self.B)))
 
     def to_numpy(self) -> ResNetParams:
-        return ResNetParams(*(np.asarray(a) for a in (self.U, self.W, self.B)))
+        return ResNetParams(*(np.asarray(a) for a in (self.U, self.W, self.B)))  # type: ignore[arg-type]  # a host copy: numpy leaves
 
 
 def _check_params(params: Any, d: int | None = None, field: str = "params") -> None:
@@ -461,8 +461,7 @@ def node_forward(
     ts = None if saveat_s is None else jnp.asarray(saveat_s, X.dtype)
     js = None if jumps is None else jnp.asarray(jumps, X.dtype)
     args = model if isinstance(model, ResNetParams) else None
-    ys = _node_solve(args, X, js, ts, profile if args is None else interpolation, sigma, float(rtol), float(atol),
-                     solver or diffrax.Tsit5(), int(max_steps))
+    ys = _node_solve(args, X, js, ts, profile if args is None else interpolation, sigma, float(rtol), float(atol), solver or diffrax.Tsit5(), int(max_steps))
     return ys[-1] if saveat_s is None else ys
 
 
@@ -485,14 +484,35 @@ def _node_solve(params, X, jumps, ts, how, sigma, rtol, atol, solver, max_steps)
         controller = diffrax.ClipStepSizeController(controller, jump_ts=jumps)
     save = diffrax.SaveAt(t1=True) if ts is None else diffrax.SaveAt(ts=ts)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), solver, t0=0.0, t1=1.0, dt0=None, y0=X,
-        stepsize_controller=controller, max_steps=max_steps, saveat=save,
+        diffrax.ODETerm(field),
+        solver,
+        t0=0.0,
+        t1=1.0,
+        dt0=None,
+        y0=X,
+        stepsize_controller=controller,
+        max_steps=max_steps,
+        saveat=save,
     )
     return sol.ys
 
 
 __all__ = [
-    "FEATURE_LAWS", "INITS", "INTERPOLATIONS", "Adjoint", "ResNetObjective", "ResNetParams", "adjoint_gradient",
-    "discretise", "grad_norm_sq", "init_resnet", "linear_interpolation", "make_resnet_objective", "node_forward",
-    "piecewise_constant", "resnet_forward", "resnet_loss", "resnet_states",
+    "FEATURE_LAWS",
+    "INITS",
+    "INTERPOLATIONS",
+    "Adjoint",
+    "ResNetObjective",
+    "ResNetParams",
+    "adjoint_gradient",
+    "discretise",
+    "grad_norm_sq",
+    "init_resnet",
+    "linear_interpolation",
+    "make_resnet_objective",
+    "node_forward",
+    "piecewise_constant",
+    "resnet_forward",
+    "resnet_loss",
+    "resnet_states",
 ]

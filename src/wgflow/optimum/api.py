@@ -26,8 +26,7 @@ from wgflow.optimum.program import (
 )
 
 _UNSUPPORTED_HINT = (
-    "for a run that has no exact program, dual_bound_for(objective, measure) gives a lower estimate "
-    "of F* from the run's residual (sampled, not certified)"
+    "for a run that has no exact program, dual_bound_for(objective, measure) gives a lower estimate of F* from the run's residual (sampled, not certified)"
 )
 
 
@@ -61,8 +60,7 @@ def _require_exact_or_sampled(problem: ConvexProblem, patterns: str) -> None:
         if r > MAX_EXACT_RANK:
             raise InputError(
                 "data.X",
-                f"exact enumeration of activation patterns needs d ≤ {MAX_EXACT_RANK} (a bias column counts), "
-                f"got d = {problem.d} (rank {r})",
+                f"exact enumeration of activation patterns needs d ≤ {MAX_EXACT_RANK} (a bias column counts), got d = {problem.d} (rank {r})",
                 "only bounds are available for this d: dual_bound(...) gives the dual lower bound with the dual norm "
                 "estimated from sampled neurons (a heuristic lower estimate, not certified), and "
                 "global_minimum(..., patterns='sampled') an upper bound from sampled patterns",
@@ -166,7 +164,18 @@ def dual_bound(
         r = r - r.mean()
         note = "; σ(0) ≠ 0: residual centred (a vanishing neuron is a free constant)"
     with float64():
-        b = sampled_bound(problem.X, problem.y, r, problem.weight, activation=sigma, norm=norm, scale_free=scale_free, num_samples=num_samples, ascent_steps=ascent_steps, key=key)
+        b = sampled_bound(
+            problem.X,
+            problem.y,
+            r,
+            problem.weight,
+            activation=sigma,
+            norm=norm,
+            scale_free=scale_free,
+            num_samples=num_samples,
+            ascent_steps=ascent_steps,
+            key=key,
+        )
     return DualBound(problem.scale * b.value, b.dual_norm, b.scale, False, b.method, b.n_evaluated, b.note + note)
 
 
@@ -179,21 +188,36 @@ def dual_bound_for(objective: Objective, mu: Measure, **kwargs) -> DualBound:
     """
     if not isinstance(objective, Objective):
         raise InputError("objective", "must be a wgflow Objective", "build it with wgflow.make_objective(...)")
-    require(objective.loss.name == "square", "objective.loss", f"the dual bound is implemented for the square loss, not {objective.loss.name!r}", "use loss='square'")
+    require(
+        objective.loss.name == "square",
+        "objective.loss",
+        f"the dual bound is implemented for the square loss, not {objective.loss.name!r}",
+        "use loss='square'",
+    )
     name = objective.unit.name
-    require(name in NORM_OF_PARAMETERISATION, "objective.parameterisation", f"unknown regulariser of {name!r}", f"use one of {sorted(NORM_OF_PARAMETERISATION)}")
+    require(
+        name in NORM_OF_PARAMETERISATION, "objective.parameterisation", f"unknown regulariser of {name!r}", f"use one of {sorted(NORM_OF_PARAMETERISATION)}"
+    )
     r = np.asarray(objective.y - objective.outputs(mu), np.float64)
     kwargs.setdefault("scale_free", name != "sphere")
     return dual_bound(
-        np.asarray(objective.X), np.asarray(objective.y), float(objective.lam), r,
-        norm=NORM_OF_PARAMETERISATION[name], reduction=objective.reduction, activation=objective.unit.activation.name, **kwargs,
+        np.asarray(objective.X),
+        np.asarray(objective.y),
+        float(objective.lam),
+        r,
+        norm=NORM_OF_PARAMETERISATION[name],
+        reduction=objective.reduction,
+        activation=objective.unit.activation.name,
+        **kwargs,
     )
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-def optimum_command(data: Path, lam: float, bias: bool, json_output: bool, *, norm: str = "l2", reduction: str = "sum", formulation: str = "working_set") -> int:
+def optimum_command(
+    data: Path, lam: float, bias: bool, json_output: bool, *, norm: str = "l2", reduction: str = "sum", formulation: str = "working_set"
+) -> int:
     """``wgflow optimum``: the certified global minimum for X, y from an ``.npz`` file.
 
     Prints the global minimum, both bounds, the gap, the number of patterns and the

@@ -278,7 +278,12 @@ def sampled_bound(X, y, r, beta: float, **kwargs) -> DualBound:
     M = M / 2.0
     value, s = best_scaled_dual(np.asarray(y), np.asarray(r), M, beta)
     return DualBound(
-        value, M, s, False, "sampled-ascent", tried,
+        value,
+        M,
+        s,
+        False,
+        "sampled-ascent",
+        tried,
         "heuristic lower estimate: M(r) was maximised over sampled neurons and local ascent, which can only "
         "under-estimate it, so the scaled dual point may be infeasible and this number may exceed the true optimum",
     )

@@ -184,9 +184,7 @@ def _circle_chambers(normals2: np.ndarray):
     mid = 0.5 * (angles + nxt)
     m = np.stack([np.cos(mid), np.sin(mid)], axis=1)
     signs = np.where(m @ normals2.T > 0, 1, -1).astype(np.int8)
-    ends = np.stack(
-        [np.stack([np.cos(angles), np.sin(angles)], 1), np.stack([np.cos(nxt), np.sin(nxt)], 1)], axis=1
-    )
+    ends = np.stack([np.stack([np.cos(angles), np.sin(angles)], 1), np.stack([np.cos(nxt), np.sin(nxt)], 1)], axis=1)
     idx = np.arange(2 * k)
     return signs, ends, np.stack([idx, np.roll(idx, -1)], axis=1)
 
@@ -213,7 +211,7 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
     inc[np.arange(len(ia)), ia] = True
     inc[np.arange(len(ia)), ib] = True
     cnt = inc.sum(axis=1)
-    line_dirs = [V[p] for p in np.flatnonzero(cnt == 2)]  # general position: a pair's own line
+    line_dir_list = [V[p] for p in np.flatnonzero(cnt == 2)]  # general position: a pair's own line
     line_sets = [np.array([ia[p], ib[p]]) for p in np.flatnonzero(cnt == 2)]
     covered = np.zeros((k, k), bool)
     for p in np.flatnonzero(cnt > 2):  # ties: one line shared by all the planes through it
@@ -223,9 +221,9 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
         S = np.flatnonzero(inc[p])
         v = np.linalg.svd(normals[S])[2][-1]  # the common line of all its planes
         covered[np.ix_(S, S)] = True
-        line_dirs.append(v)
+        line_dir_list.append(v)
         line_sets.append(S)
-    line_dirs = np.array(line_dirs)
+    line_dirs = np.array(line_dir_list)
     expected = 2 + 2 * sum(len(S) - 1 for S in line_sets)
     base = np.where(line_dirs @ normals.T > 0, 1, -1).astype(np.int8)  # (L, k), for +v
 
@@ -267,12 +265,12 @@ def _sphere_chambers(normals: np.ndarray, tol: float):
             t = len(s)  # the local arcs around the line, in cyclic order
             edge_rows.append(nrow + np.stack([np.arange(t), (np.arange(t) + 1) % t], axis=1))
             nrow += t
-    rows = np.concatenate(rows)
-    ray_vecs = np.concatenate(ray_vecs)
-    ray_ids = np.concatenate(ray_ids)
-    uniq, inverse = unique_rows(rows > 0)
+    rows_all = np.concatenate(rows)
+    ray_vecs_all = np.concatenate(ray_vecs)
+    ray_ids_all = np.concatenate(ray_ids)
+    uniq, inverse = unique_rows(rows_all > 0)
     edges = inverse[np.concatenate(edge_rows)]
-    return np.where(uniq, 1, -1).astype(np.int8), ray_vecs, ray_ids, inverse, expected, edges
+    return np.where(uniq, 1, -1).astype(np.int8), ray_vecs_all, ray_ids_all, inverse, expected, edges
 
 
 # --------------------------------------------------------------------------- public
@@ -324,8 +322,7 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
     if r > MAX_EXACT_RANK:
         raise InputError(
             "data.X",
-            f"exact enumeration of activation patterns needs rank(X) ≤ {MAX_EXACT_RANK} (d counts the bias column); "
-            f"these inputs have rank {r} (d = {d})",
+            f"exact enumeration of activation patterns needs rank(X) ≤ {MAX_EXACT_RANK} (d counts the bias column); these inputs have rank {r} (d = {d})",
             "for d > 3 only bounds are available: dual_bound(...) gives a sampled dual lower estimate "
             "(heuristic, not certified) and global_minimum(..., patterns='sampled') an upper bound from sampled patterns",
         )
@@ -505,7 +502,7 @@ def spanning_forest(chambers: np.ndarray, edges: np.ndarray) -> np.ndarray:
     pos = np.full(int(chambers.max()) + 1 if C else 0, -1, np.int64)
     pos[chambers] = np.arange(C)
     if edges.size:
-        inside = (edges.max(axis=1) < len(pos))
+        inside = edges.max(axis=1) < len(pos)
         e = edges[inside]
         e = pos[e]
         e = e[(e >= 0).all(axis=1)]

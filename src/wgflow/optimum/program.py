@@ -31,6 +31,7 @@ import dataclasses
 import math
 import numbers
 import time
+from typing import Any, cast
 
 import cvxpy as cp
 import equinox as eqx
@@ -145,7 +146,7 @@ class ConvexSolver:
         require(self.formulation in FORMULATIONS, "solver.formulation", f"unknown formulation {self.formulation!r}", f"use one of {list(FORMULATIONS)}")
         for f in ("tol", "certificate_tol"):
             v = getattr(self, f)
-            require(isinstance(v, numbers.Real) and 0 < v < 1, f"solver.{f}", "must be in (0, 1)", value=v)
+            require(isinstance(v, numbers.Real) and 0 < v < 1, f"solver.{f}", "must be in (0, 1)", value=v)  # type: ignore[operator]  # numbers.Real has no comparisons in typeshed
         for f in ("max_rounds", "initial", "add", "max_iter"):
             v = getattr(self, f)
             require(isinstance(v, int) and v > 0, f"solver.{f}", "must be a positive integer", value=v)
@@ -416,7 +417,7 @@ def float64():
 
 def network_loss(objective: Objective, net: PlainNetwork) -> float:
     """F of the mean-field measure of ``net`` (``objective.unit.from_plain``), in float64."""
-    if not jax.config.jax_enable_x64:
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]  # a JAX config flag, set dynamically
         with float64():
             return network_loss(objective, net)
     obj = _objective_f64(objective) if objective.X.dtype != jnp.float64 else objective
@@ -459,7 +460,7 @@ def certify(problem: ConvexProblem, pat: Patterns, net: PlainNetwork, residuals:
         value, s = best_scaled_dual(problem.y, r, M, problem.weight)
         if best is None or value > best[0]:
             best = (value, M, s, source)
-    value, M, s, source = best
+    value, M, s, source = cast("tuple[Any, Any, Any, str]", best)  # the network residual always gives one
     return DualBound(problem.scale * value, M, s, True, "exact-patterns", pat.n_regions, f"certified: M(r) maximised exactly over every chamber; r = {source}")
 
 
@@ -489,7 +490,7 @@ def _select(viol: np.ndarray, candidates: np.ndarray, edges: np.ndarray, count: 
     peak = candidates & (viol >= nb_max)
     first = np.flatnonzero(peak.ravel())
     first = first[np.argsort(-v.ravel()[first])][:count]
-    rest = np.argsort(-v, axis=None)[: count]
+    rest = np.argsort(-v, axis=None)[:count]
     rest = rest[np.isfinite(v.ravel()[rest])]
     chosen = np.concatenate([first, rest[~np.isin(rest, first)]])
     return chosen[:count]
@@ -551,7 +552,7 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
         # working set: start from the patterns most violated at the zero network
         viol = _violations(problem, pat, problem.y)
         mask = np.zeros((P, 2), bool)
-        mask.flat[_select(viol, viol > beta, edges, solver.initial)] = True
+        mask.flat[_select(viol, viol > beta, cast(np.ndarray, edges), solver.initial)] = True  # edges: not the plain formulation here
         sol = _Solution(np.zeros((0, problem.d)), float(problem.y @ problem.y), "optimal", 0.0, 0.0)
         pairs = _pairs_from_mask(mask)
         timings["setup"] = timings["solve"] = 0.0
@@ -569,7 +570,7 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
             bad = (viol > beta * (1.0 + solver.certificate_tol)) & ~mask
             if not bad.any() or not sol.status.startswith("optimal"):
                 break
-            mask.flat[_select(viol, bad, edges, solver.add)] = True
+            mask.flat[_select(viol, bad, cast(np.ndarray, edges), solver.add)] = True
         else:
             status = "max_rounds"
         if not mask.any():
