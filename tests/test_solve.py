@@ -424,3 +424,63 @@ def test_relu_neuron_on_a_data_kink_follows_the_sigma_prime_zero_rule():
     got = np.asarray(sol.final.positions) / np.sqrt(m)
     np.testing.assert_allclose(got[:, :2], Wr, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(got[:, 2], ar, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- every flow can be stopped; registered names
+
+
+def _flows_for_stop():
+    from wgflow.flows.conditional import conditional_flow
+    from wgflow.flows.jko import jko
+    from wgflow.grid import box_grid, initial_grid_density
+    from wgflow.models.resnet import init_resnet, make_resnet_objective
+
+    ds = teacher_student(jax.random.PRNGKey(0), 20, 2, 2)
+    obj = make_objective(ds.X, ds.y, "split", lam=1e-2)
+    mu = initial_measure(jax.random.PRNGKey(1), "split", 8, 2)
+    grid = box_grid(-2.0, 2.0, (12, 12))
+    p0 = initial_grid_density(grid, "gaussian", std=0.4, components=2)
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (8, 3)))
+    robj = make_resnet_objective(X, 1.1 * X, "cos")
+    params = init_resnet(jax.random.PRNGKey(3), 3, 8, 3)
+    return {
+        "explicit": lambda cb: explicit_gd(obj, mu, 0.01, 40, callback=cb, block_size=10),
+        "implicit": lambda cb: implicit_gd(obj, mu, 0.1, 40, callback=cb, block_size=10),
+        "langevin": lambda cb: langevin_gd(obj, mu, 0.01, 40, temperature=0.1, key=jax.random.PRNGKey(0), callback=cb, block_size=10),
+        "jko": lambda cb: jko(obj, p0, 0.05, 40, grid=grid, blur=0.05, callback=cb, block_size=10),
+        "conditional": lambda cb: conditional_flow(robj, params, 0.5, 40, callback=cb, block_size=10, dcot_mode="none"),
+    }
+
+
+@pytest.mark.parametrize("name", ["explicit", "implicit", "langevin", "jko", "conditional"])
+def test_every_flow_is_stopped_by_its_callback(name):
+    run = _flows_for_stop()[name]
+    sol = run(lambda k, t, F: k >= 20)
+    assert sol.status == "stopped" and sol.stop_step == 20 and "the callback asked to stop" in sol.message, sol.message
+    assert len(sol.objective) == 21 and np.all(np.isfinite(sol.objective))
+    assert run(None).status == "successful"
+
+
+def test_a_registered_activation_runs_from_a_toml_config(tmp_path):
+    """register_activation, then the name in a TOML config: validated against the registry, trained,
+    and an unknown name is one error listing the registered ones."""
+    from wgflow import experiments
+    from wgflow.experiments.config import ConfigError
+    from wgflow.units import ACTIVATIONS, Activation, register_activation
+
+    register_activation(Activation("softplus_test", jax.nn.softplus))
+    try:
+        path = tmp_path / "mine.toml"
+        path.write_text(
+            'name = "mine"\nkind = "teacher_student"\n[data]\nn = 20\nteacher_width = 2\n'
+            '[model]\nparameterisations = ["lifted"]\nactivation = "softplus_test"\nlam = 1e-3\n'
+            '[sweep]\nwidths = [3]\nseeds = 2\n[train]\nnum_steps = 50\nschedule = "constant"\nstep_size = 0.1\n'
+            "[output]\nanimation = false\nsnapshots = 3\nmetrics_points = 5\ncheckpoint_every = 50\n"
+        )
+        _, summary = experiments.run(str(path), out=tmp_path / "out", progress=False)
+        assert [r["status"] for r in summary["runs"]] == ["successful", "successful"]
+        assert summary["global_min"]["lifted"] is None  # no certified optimum for a smooth σ
+        with pytest.raises(ConfigError, match=r"unknown activation 'gelu_nope'.*softplus_test"):
+            experiments.load(str(path), ["model.activation=gelu_nope"])
+    finally:
+        ACTIVATIONS.pop("softplus_test", None)

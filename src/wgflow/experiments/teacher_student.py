@@ -392,7 +392,7 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             coords, signs = coords[..., :2], signs[-1]
             F_end = results[f"{key}/last_objective"][seed0]
             status = result_name(results[f"{key}/result"][seed0])
-            note = "" if status == "successful" else f" ({status} at t = {results[f'{key}/stop_time'][seed0]:.3g})"
+            note = "" if status == "successful" else f" ({status})"
             panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}{note}"}
             panels.append(panel)
             animated = "lifted" if "lifted" in cfg.model.parameterisations else cfg.model.parameterisations[0]

@@ -994,16 +994,22 @@ def solve(
             if np.isnan(objective[s]):
                 objective[s] = float(F_here)
             t_end = times[s]
-        # the largest rise above the running minimum along the kept steps (from this call's records)
+        # the largest rise above the running minimum along the kept steps (from this call's records),
+        # relative to it; rises within the rounding floor (the monitor's atol) do not count
         obj2 = objective if batched else objective[None]
         F_start = np.atleast_1d(F_min_start)
+        F0_all = np.atleast_1d(np.asarray(loop.F0, np.float64))
+        eps = float(np.finfo(np.asarray(loop.F0).dtype).eps)
         rises = np.zeros(obj2.shape[0])
         for r in range(obj2.shape[0]):
             F = obj2[r, : int(np.atleast_1d(stop_step)[r]) + 1]
             F = F[np.isfinite(F)]
             if len(F):
+                floor = monitor.atol if monitor is not None and monitor.atol is not None else 100 * eps * abs(F0_all[r])
                 run_min = np.minimum.accumulate(np.concatenate([[F_start[r]], F]))[:-1]
-                rises[r] = max(0.0, float(np.max((F - run_min) / np.maximum(np.abs(run_min), 1e-300))))
+                above = F - run_min > floor
+                rel = (F - run_min) / np.maximum(np.abs(run_min), 1e-300)
+                rises[r] = max(0.0, float(np.max(np.where(above, rel, 0.0))))
         max_rise = np.maximum(np.asarray(loop.max_rise, np.float64), rises if batched else rises[0])
         loop = eqx.tree_at(lambda st: (st.time, st.max_rise), loop, (np.asarray(t_end, np.float64), max_rise))
         host = _host_loop(loop)
