@@ -152,7 +152,7 @@ def final_vs_width(
     threshold: float | None = None,
     threshold_label: str = "",
     failed: dict[str, list[np.ndarray]] | None = None,
-    failed_label: str = "run not successful (unstable or diverged)",
+    failed_label: str = "run stopped: unstable or diverged",
 ):
     """``series`` = {label: (widths, [values per width (seeds,)])}: every seed as a dot, medians joined.
 
@@ -175,7 +175,7 @@ def final_vs_width(
                 any_failed = True
                 ax.scatter(jitter[bad], v[bad], s=28, color=color, marker="x", lw=1.2)
             meds.append(np.nanmedian(v[~bad]) if (~bad).any() else np.nan)
-        ax.plot(widths, meds, "-o", color=color, label=f"{label} (median over successful runs)")
+        ax.plot(widths, meds, "-o", color=color, label=f"{label} (median over stable runs)")
     if any_failed:
         ax.scatter([], [], s=28, color="0.3", marker="x", lw=1.2, label=failed_label)
     if threshold is not None:
