@@ -279,6 +279,12 @@ def _run_message(param: str, m: int, seed: int, loop, r: int, K: int, t: np.ndar
     return f"{param}, m = {m}, seed {seed}: " + _message("explicit GD", ExplicitGD(), None, host, r, K, monitor, None)
 
 
+def _median(values: list[float]) -> float | None:
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    return float(np.median(finite)) if finite.size else None
+
+
 def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages: dict | None = None) -> dict:
     """Per run: final F and ‖v‖, result code, backtracking, excess and success; per (parameterisation,
     width): counts of each result, of backtracked runs, and the success fraction."""
@@ -318,7 +324,9 @@ def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages
                     row.update(excess=ex, relative_excess=rel, success=ok)
                 group.append(row)
             runs.extend(group)
-            Ff = np.array([r["final_objective"] for r in group], float)
+            # medians over the stable runs only: a stopped run's last objective is from an earlier time
+            stable = [r for r in group if r["status"] == "successful"]
+            Ff = np.array([r["final_objective"] for r in stable], float)
             entry = {
                 "parameterisation": param,
                 "width": m,
@@ -333,8 +341,8 @@ def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages
             }
             if opt is not None:
                 entry["success_fraction"] = float(np.mean([r["success"] for r in group]))
-                entry["median_excess"] = float(np.nanmedian([r["excess"] for r in group]))
-                entry["median_relative_excess"] = float(np.nanmedian([r["relative_excess"] for r in group]))
+                entry["median_excess"] = _median([r["excess"] for r in stable])
+                entry["median_relative_excess"] = _median([r["relative_excess"] for r in stable])
             table.append(entry)
     cols = ["parameterisation", "width", "seeds", "successful", "unstable", "diverged", "backtracked", "converged"]
     if any(optima.get(p) for p in cfg.model.parameterisations):
