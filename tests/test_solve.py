@@ -25,6 +25,7 @@ from wgflow.flows import (
     solve,
 )
 from wgflow.flows.particle import explicit_step
+from wgflow.flows.solve import AbstractFlow, StepInfo
 from wgflow.init import initial_measure
 from wgflow.losses import Loss
 from wgflow.measure import stack_padded
@@ -484,3 +485,25 @@ def test_a_registered_activation_runs_from_a_toml_config(tmp_path):
             experiments.load(str(path), ["model.activation=gelu_nope"])
     finally:
         ACTIVATIONS.pop("softplus_test", None)
+
+
+def test_backtracking_moves_on_from_an_accepted_kink():
+    """A rise that shrinks only in proportion to the substep is accepted as a kink of F; the
+    accepted state becomes the reference. (Compared with the old running minimum, the accepted
+    state itself was a rise: every retake went back to it and the run gave up after
+    ``max_halvings``, stuck at the first kink.)"""
+
+    def F(x):  # falls to -1 at x = 1, then rises with slope 2: first order in the step, as at a kink
+        return jnp.where(x < 1, -x, 2 * x - 3)
+
+    class Drift(AbstractFlow):
+        def step(self, problem, x, dt):
+            return x + dt, StepInfo(F(x), stats={"speed": jnp.ones(())})
+
+        def value(self, problem, x):
+            return F(x)
+
+    sol = solve(Drift(), None, jnp.zeros(()), 0.1, 40, monitor=Monitor(policy="backtrack"))
+    assert int(sol.loop.kinks) >= 2, sol.message  # it got past the first accepted kink
+    assert float(sol.final) > 1.05 and int(sol.stop_step) > 10
+    assert "kinks of F" in sol.message

@@ -517,6 +517,9 @@ def _decide(monitor: Monitor, loop: LoopState, t: _Tried, go) -> tuple[LoopState
     give_up = event & ~can
     loop = eqx.tree_at(lambda s: s.kinks, loop, loop.kinks + kink.astype(jnp.int32))
     loop = _accept(monitor, loop, t, go & ~event)
+    # an accepted kink is the new reference: F is compared with the minimum since the last kink
+    # (else the accepted state, already above F_min + tol, could never be left)
+    loop = eqx.tree_at(lambda s: s.F_min, loop, jnp.where(kink, t.F, loop.F_min))
     new_rate = jnp.where(only_rise, rate, jnp.nan).astype(loop.rise_rate.dtype)
     loop = _back(loop, retake, t.F_bad | t.rise)  # a bad F: go back to the last accepted state
     loop = eqx.tree_at(lambda s: (s.rise_rate, s.rise_age), loop, (jnp.where(retake, new_rate, loop.rise_rate), jnp.where(retake, 0, loop.rise_age)))
