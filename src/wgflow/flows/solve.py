@@ -417,18 +417,22 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
     if monitor is None:
         return eqx.tree_at(lambda s: (s.state, s.step), loop, (_where(go, t.new, loop.state), loop.step + go.astype(jnp.int32)))
     backtrack = monitor.policy == "backtrack"
+    if not backtrack:  # one substep per step: only the state, the step and the references move
+        moved = (t.new, loop.step + 1, jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0), jnp.minimum(loop.F_min, t.F))
+        kept = (loop.state, loop.step, loop.F0, loop.F_min)
+        return eqx.tree_at(lambda s: (s.state, s.step, s.F0, s.F_min), loop, _where(go, moved, kept))
     sub = loop.sub + 1
     done = sub >= t.n_sub
     good, level = loop.good + 1, loop.level
-    if backtrack:  # after recover_after good substeps, try twice as long a substep again
-        recover = (level > 0) & (good >= monitor.recover_after) & done
-        level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
+    # after recover_after good substeps, try twice as long a substep again
+    recover = (level > 0) & (good >= monitor.recover_after) & done
+    level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
     new_loop = eqx.tree_at(
         lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min),
         loop,
         (
             t.new,
-            loop.state if backtrack else None,
+            loop.state,
             jnp.where(done, loop.step + 1, loop.step),
             jnp.where(done, 0, sub),
             level,
@@ -440,8 +444,7 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
         ),
         is_leaf=lambda x: x is None,
     )
-    if backtrack:
-        new_loop = eqx.tree_at(lambda s: (s.dt_last, s.rise_age), new_loop, (t.dt.astype(loop.dt_last.dtype), loop.rise_age + 1))
+    new_loop = eqx.tree_at(lambda s: (s.dt_last, s.rise_age), new_loop, (t.dt.astype(loop.dt_last.dtype), loop.rise_age + 1))
     return _where(go, new_loop, loop)
 
 
