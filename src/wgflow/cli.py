@@ -60,7 +60,8 @@ def _clean_errors() -> Iterator[None]:
         _fail(exc)
     except RunInterrupted as exc:
         hint = getattr(exc, "resume_command", None)
-        typer.secho(f"interrupted: {exc}; the checkpoints are kept" + (f". Resume with:\n  {hint}" if hint else ""), fg="yellow", err=True)
+        kept = "its checkpoints are kept" if getattr(exc, "checkpoints", 0) else "no checkpoint was written yet (a resumed run starts from step 0)"
+        typer.secho(f"interrupted: {exc}; {kept}" + (f". Resume with:\n  {hint}" if hint else ""), fg="yellow", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.secho("interrupted", fg="yellow", err=True)
@@ -133,13 +134,20 @@ def run(
         rd, summary = experiments.run(name, set_, out, quick, resume, overwrite=overwrite, force=force)
     _print_summary(summary)
     typer.echo(f"\nwrote {rd.path}/: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
+    _warn_unsuccessful(summary, rd.path)
+
+
+def _warn_unsuccessful(summary: dict, path: Path) -> None:
+    """One warning line when some runs diverged, were unstable or stopped (the exit code stays 0)."""
+    from wgflow import experiments
+
     failed = experiments.unsuccessful(summary)
     if failed:
         rows = summary.get("runs") or summary.get("table") or []
         counts = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
         typer.secho(
             f"warning: {sum(failed.values())} of {len(rows)} runs did not end successful ({counts}); "
-            f"{rd.path / 'summary.json'} says for each where it stopped and why",
+            f"{path / 'summary.json'} says for each where it stopped and why",
             fg="yellow",
             err=True,
         )
@@ -154,6 +162,7 @@ def report(directory: Path = typer.Argument(..., help="the folder of a finished 
         _x64()
         summary = experiments.report(directory)
     _print_summary(summary)
+    _warn_unsuccessful(summary, directory)
 
 
 @app.command("optimum")

@@ -102,23 +102,25 @@ def load_npz(path: str | Path, x_key: str = "X", y_key: str = "y", bias: bool = 
     fix = f"give an .npz file with numeric arrays {x_key!r} (n, d) and {y_key!r} (n,), e.g. from np.savez(path, {x_key}=X, {y_key}=y)"
     require(path.exists(), "data.path", f"file {str(path)!r} does not exist", "give the path of an .npz file")
     require(not path.is_dir(), "data.path", f"{path} is a folder, not an .npz file", fix)
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    require(head != b"\x93NUMPY", "data.path", f"{path} holds a single array (.npy), not an .npz archive of X and y", fix)
+    require(head.startswith(b"PK"), "data.path", f"{path} is not an .npz file (not a zip archive)", fix)
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError("data.path", f"{path} is not an .npz file numpy can read ({exc})", fix) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise InputError("data.path", f"{path} holds a single array (.npy), not an .npz archive of X and y", fix)
-    try:
-        with loaded as f:
-            for key in (x_key, y_key):
-                require(
-                    key in f.files, "data.path", f"{path.name} has no array {key!r} (it has {f.files})", f"save X and y under the keys {x_key!r} and {y_key!r}"
-                )
-            arrays = {key: f[key] for key in (x_key, y_key)}
+        with np.load(path, allow_pickle=False) as f:
+            files = list(f.files)
+            missing = [key for key in (x_key, y_key) if key not in files]
+            arrays = {key: f[key] for key in (x_key, y_key) if key in files}
     except ValueError as exc:  # an object array: numpy refuses to unpickle it
         raise InputError("data.path", f"{path} holds an array numpy cannot read without unpickling ({exc})", fix) from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError("data.path", f"{path} is a damaged .npz file ({exc})", fix) from None
+    require(
+        not missing,
+        "data.path",
+        f"{path.name} has no array {missing[0] if missing else ''!r} (it has {files})",
+        f"save X and y under the keys {x_key!r} and {y_key!r}",
+    )
     X, y = validate_data(arrays[x_key], arrays[y_key])
     return Dataset(with_bias(X) if bias else X, y, None, bias)
 

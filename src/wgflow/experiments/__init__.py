@@ -83,6 +83,21 @@ def check_resources(module: ModuleType, cfg, *, limit: float | None = None) -> f
     return check_needs(resource_needs(module, cfg), f"this run of {cfg.name}", limit=limit)
 
 
+#: unit evaluations per second assumed for a time estimate (2 CPU cores; a GPU does far more)
+THROUGHPUT = 1e8
+
+
+def time_notice(module: ModuleType, cfg) -> str | None:
+    """A line saying how long a long run may take (over an hour at :data:`THROUGHPUT`), else None."""
+    work = getattr(module, "work", None)
+    if work is None:
+        return None
+    hours = work(cfg) / THROUGHPUT / 3600
+    if hours < 1:
+        return None
+    return f"this run evaluates about {work(cfg):.2g} units: roughly {hours:.2g} hour(s) at 10⁸ per second (a guess: machines differ by 10× and more)"
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -121,8 +136,9 @@ def run(
         if path != base:
             echo(f"{base} holds a previous run: writing to {path} (--overwrite replaces {base}, --out chooses the folder)")
     plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force)
-    for notice in plan.notices:
-        echo(notice)
+    for notice in (*plan.notices, time_notice(module, cfg)):
+        if notice:
+            echo(notice)
     rd = open_run(plan, config_hash, text, experiment=cfg.name, kind=cfg.kind, resume=resume, overwrite=overwrite, force=force)
     with running(rd), stop_on_signals(echo):
         if not (resume and (rd / "config.toml").is_file() and (rd / "config.toml").read_text() == text):

@@ -116,14 +116,26 @@ def _corrupt(path: Path, exc: BaseException, fix: str) -> InputError:
     return InputError(str(path), f"cannot be read ({reason})", fix)
 
 
+def file_kind(path: Path) -> str | None:
+    """``"npz"`` (a zip archive), ``"npy"`` (one NumPy array) or None, from the file's first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return "npz" if head.startswith(b"PK") else ("npy" if head == b"\x93NUMPY" else None)
+
+
 def _read_npz(path: Path, fix: str) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, or an :class:`InputError` naming the file (missing, corrupt, pickled)."""
     try:
+        kind = file_kind(path)
+        if kind == "npy":
+            raise InputError(str(path), "is a single array (.npy), not an .npz archive", fix)
+        if kind is None:
+            raise InputError(str(path), "is not an .npz file (not a zip archive)", fix)
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputError):
+            raise
         raise _corrupt(path, exc, fix) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise InputError(str(path), "is a single array (.npy), not an .npz archive", fix)
     try:
         with loaded as f:
             return {k: f[k] for k in f.files}
@@ -213,7 +225,8 @@ def resume_command(path: Path) -> str:
 
 
 def _visible_entries(path: Path) -> list[str]:
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    """The folder's entries, but for the temporary of a manifest being written (another run starting)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not (p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp")))
 
 
 def _check_writable_folder(path: Path) -> None:
@@ -505,7 +518,10 @@ def open_run(plan: Plan, config_hash: str, config_text: str, *, experiment: str,
     from wgflow import __version__
 
     path = plan.path
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError("--out", f"cannot create the folder {path} ({exc.strerror or exc})", "give a folder you can write in") from None
     with _folder_lock(path):
         plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force)
         previous = plan.previous
@@ -549,9 +565,7 @@ def open_finished(path: str | Path) -> RunDir:
         raise InputError("DIR", f"{path} holds a run in progress ({holder[1]})", "wait for it to finish")
     if manifest["state"] != FINISHED or holder is not None:
         state = INTERRUPTED if holder is not None else manifest["state"]
-        raise InputError(
-            "DIR", f"{path} holds a run that did not finish (state: {state})", f"finish it first: `{manifest.get('resume_command', 'wgflow run … --resume')}`"
-        )
+        raise InputError("DIR", f"{path} holds a run that did not finish (state: {state})", f"finish it first: `{resume_command(path)}`")
     for name in ("config.toml", "summary.json", "results.npz"):
         if not (path / name).is_file():
             raise InputError(str(path / name), "is missing from this finished run", f"run the experiment again into {path} with --overwrite")
@@ -567,6 +581,7 @@ def running(rd: RunDir) -> Iterator[RunDir]:
     except (KeyboardInterrupt, SimulatedInterrupt) as exc:
         rd.set_state(INTERRUPTED, str(exc) or type(exc).__name__)
         exc.resume_command = rd.manifest["resume_command"]  # type: ignore[attr-defined,index]  # for the CLI's hint
+        exc.checkpoints = sum(f.startswith("checkpoints/") for f in rd.manifest["files"])  # type: ignore[attr-defined,index]
         raise
     except BaseException as exc:
         rd.set_state(FAILED, f"{type(exc).__name__}: {exc}")

@@ -204,6 +204,15 @@ def estimate(cfg: Config) -> list[Need]:
     ]
 
 
+def work(cfg: Config) -> float:
+    """Unit evaluations φ_θ(x_j) of the whole run (forward and backward count once): Σ over
+    groups of runs × padded width × n × steps. A rough clock: wall time ∝ this."""
+    n, K = cfg.data.n, cfg.train.num_steps
+    S = len(cfg.sweep.seeds)
+    per_param = sum(len(ws) * S * max(ws) for ws in width_groups(cfg, n)) * n * K
+    return float(per_param * len(cfg.model.parameterisations))
+
+
 # --------------------------------------------------------------------------- run
 
 
