@@ -79,3 +79,21 @@ def test_sphere_sampler_and_initial_measures():
         initial_measure(jax.random.PRNGKey(0), "split", 10, 2, output="zero")
     with pytest.raises(InputError, match="init.width"):
         initial_measure(jax.random.PRNGKey(0), "lifted", 0, 2)
+
+
+def test_numpy_and_jax_scalars_of_the_right_kind_are_accepted():
+    import jax.numpy as jnp
+
+    from wgflow import make_objective
+
+    ds = teacher_student(jax.random.PRNGKey(0), n=np.int64(10), d=np.int32(2), m0=jnp.asarray(2))
+    F = make_objective(ds.X, ds.y, "lifted", lam=jnp.asarray(1e-3))
+    assert float(F.lam) == pytest.approx(1e-3)
+    mu = initial_measure(jax.random.PRNGKey(1), "lifted", m=np.int64(5), d=jnp.asarray(2), scale=np.float32(0.1))
+    assert mu.positions.shape == (5, 3)
+    for bad, field in [(dict(m=True), "init.width"), (dict(m=np.float64(5.0)), "init.width"), (dict(scale=jnp.asarray([0.1])), "init.scale")]:
+        kw = dict(m=5, d=2, scale=0.1) | bad
+        with pytest.raises(InputError, match=field):
+            initial_measure(jax.random.PRNGKey(1), "lifted", **kw)
+    with pytest.raises(InputError, match="lam"):
+        make_objective(ds.X, ds.y, "lifted", lam=jnp.asarray(float("inf")))

@@ -1,15 +1,28 @@
-"""The ``wgflow`` command line: list, config, run, report (and optimum, bench)."""
+"""The ``wgflow`` command line: list, config, run, report (and optimum, bench).
+
+Exit codes: 0 done (a run whose runs diverged or stopped is a result: 0, with a warning line);
+2 bad input or a file problem (one line naming the field or the path); 130 / 143 a run stopped
+by SIGINT / SIGTERM (its checkpoints kept, the resume command printed); 70 an unexpected
+error (one line; ``WGFLOW_DEBUG=1`` prints the traceback). ``wgflow optimum`` also returns 1
+when the certificate does not close.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Wasserstein gradient flows of neural networks: run, inspect and report experiments.")
+
+DEBUG_ENV = "WGFLOW_DEBUG"
+EXIT_BAD_INPUT, EXIT_INTERNAL = 2, 70
 
 
 def _x64():
@@ -21,9 +34,54 @@ def _x64():
     enable_persistent_cache()
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
-    raise typer.Exit(2)
+def _fail(message: object, code: int = EXIT_BAD_INPUT) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _os_message(exc: OSError) -> str:
+    where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{where}: {exc.strerror or exc}" if where else str(exc)
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    """What reaches the user: bad input and file problems as one line (exit 2), an interrupted
+    run with its resume command (128 + the signal), anything else as one line asking for a
+    report (exit 70; the traceback with WGFLOW_DEBUG=1)."""
+    from wgflow.errors import InputError
+    from wgflow.experiments.rundir import RunInterrupted
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except InputError as exc:
+        _fail(exc)
+    except RunInterrupted as exc:
+        hint = getattr(exc, "resume_command", None)
+        kept = "its checkpoints are kept" if getattr(exc, "checkpoints", 0) else "no checkpoint was written yet (a resumed run starts from step 0)"
+        typer.secho(f"interrupted: {exc}; {kept}" + (f". Resume with:\n  {hint}" if hint else ""), fg="yellow", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="yellow", err=True)
+        raise typer.Exit(130) from None
+    except OSError as exc:
+        _fail(_os_message(exc))
+    except MemoryError as exc:
+        _fail(f"out of memory ({exc or 'an allocation failed'}). Fix: make the run smaller (fewer widths, seeds, data points or steps)")
+    except Exception as exc:
+        if "RESOURCE_EXHAUSTED" in str(exc):
+            _fail(f"out of memory: {str(exc).splitlines()[0]}. Fix: make the run smaller (fewer widths, seeds, data points or steps)")
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        typer.secho(
+            f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} — this is a bug in wgflow, please report it"
+            + ("" if os.environ.get(DEBUG_ENV) else f" (with the traceback: {DEBUG_ENV}=1 wgflow …)"),
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
 @app.command("list")
@@ -46,14 +104,11 @@ def show_config(
 ) -> None:
     """Print a named experiment's full resolved config (TOML)."""
     from wgflow import experiments
-    from wgflow.errors import InputError
     from wgflow.experiments.config import describe as describe_fields
     from wgflow.experiments.config import dump_toml
 
-    try:
+    with _clean_errors():
         module, cfg = experiments.load(name, set_, quick)
-    except InputError as exc:
-        _fail(exc)
     if describe:
         for key, value, desc in describe_fields(module.Config, values=cfg):
             typer.echo(f"{key:32s} {value:24s} {desc}")
@@ -65,35 +120,49 @@ def show_config(
 def run(
     name: str = typer.Argument("chizat-bach-relu", help="a named experiment (wgflow list) or a TOML file"),
     set_: List[str] = typer.Option([], "--set", help="override a config field: section.key=value (repeatable)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/NAME)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/NAME, or runs/NAME-2, … when that one holds a run)"),
     quick: bool = typer.Option(False, "--quick", help="a small version of the same experiment (well under a minute)"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --out from its last checkpoints"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out (only the files its manifest lists are deleted)"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not a wgflow run (never over its files)"),
 ) -> None:
     """Run an experiment; writes config, summary.json, metrics.csv, checkpoints and figures to one folder."""
-    _x64()
     from wgflow import experiments
-    from wgflow.errors import InputError
 
-    try:
-        rd, summary = experiments.run(name, set_, out, quick, resume)
-    except InputError as exc:
-        _fail(exc)
+    with _clean_errors():
+        _x64()
+        rd, summary = experiments.run(name, set_, out, quick, resume, overwrite=overwrite, force=force)
     _print_summary(summary)
     typer.echo(f"\nwrote {rd.path}/: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
+    _warn_unsuccessful(summary, rd.path)
+
+
+def _warn_unsuccessful(summary: dict, path: Path) -> None:
+    """One warning line when some runs diverged, were unstable or stopped (the exit code stays 0)."""
+    from wgflow import experiments
+
+    failed = experiments.unsuccessful(summary)
+    if failed:
+        rows = summary.get("runs") or summary.get("table") or []
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
+        typer.secho(
+            f"warning: {sum(failed.values())} of {len(rows)} runs did not end successful ({counts}); "
+            f"{path / 'summary.json'} says for each where it stopped and why",
+            fg="yellow",
+            err=True,
+        )
 
 
 @app.command("report")
 def report(directory: Path = typer.Argument(..., help="the folder of a finished run")) -> None:
     """Re-draw the figures of a finished run and print its summary."""
-    _x64()
     from wgflow import experiments
-    from wgflow.errors import InputError
 
-    try:
+    with _clean_errors():
+        _x64()
         summary = experiments.report(directory)
-    except InputError as exc:
-        _fail(exc)
     _print_summary(summary)
+    _warn_unsuccessful(summary, directory)
 
 
 @app.command("optimum")
@@ -108,10 +177,12 @@ def optimum(
     """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
 
     Exit code 0: certified to a relative gap ≤ 1e-6; 1: solved, gap larger; 2: bad input."""
-    _x64()
-    from wgflow.optimum import optimum_command
+    with _clean_errors():
+        _x64()
+        from wgflow.optimum import optimum_command
 
-    raise typer.Exit(optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction))
+        code = optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction)
+    raise typer.Exit(code)
 
 
 @app.command("bench")
@@ -123,20 +194,17 @@ def bench(
 ) -> None:
     """Run every benchmark (each a ratio against a baseline measured in the same run) and print a table."""
     from wgflow import benchmarks
-    from wgflow.errors import InputError
     from wgflow.experiments.rundir import to_jsonable
 
-    try:
+    with _clean_errors():
         rows = benchmarks.run_all(quick, only or None, echo=lambda msg: typer.echo(msg, err=True))
-    except InputError as exc:
-        _fail(exc)
-    table = benchmarks.markdown(rows)
-    typer.echo(f"machine: {benchmarks.machine()}\n")
-    typer.echo(table)
-    if json_file:
-        json_file.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
-    if markdown_file:
-        markdown_file.write_text(f"machine: {benchmarks.machine()}\n\n{table}\n")
+        table = benchmarks.markdown(rows)
+        typer.echo(f"machine: {benchmarks.machine()}\n")
+        typer.echo(table)
+        if json_file:
+            json_file.write_text(json.dumps(to_jsonable(rows), indent=2) + "\n")
+        if markdown_file:
+            markdown_file.write_text(f"machine: {benchmarks.machine()}\n\n{table}\n")
 
 
 def _fmt(v) -> str:
@@ -170,9 +238,14 @@ def _print_summary(summary: dict) -> None:
                 console.print(f"certified global minimum for {k}: F* = {v['value']:.8g} (bounds [{v['lower_bound']:.8g}, {v['upper_bound']:.8g}])")
 
 
-def main() -> None:  # console-script entry point
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """The console script: runs ``wgflow ARGV`` (default: the command line) and returns the exit code."""
+    try:
+        app(args=argv, prog_name="wgflow")
+    except SystemExit as exc:  # every command ends by exiting; a usage error exits 2
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_BAD_INPUT)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,7 @@ A bias is an extra input coordinate fixed to 1 (DESIGN §1): :func:`with_bias`.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 from typing import cast
 
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wgflow.errors import InputError, require, require_positive
+from wgflow.errors import InputError, as_int, as_real, require
 from wgflow.init import on_sphere, random_signs
 from wgflow.objective import validate_data
 from wgflow.units import PlainNetwork, get_activation
@@ -72,13 +73,13 @@ def teacher_student(
     ``noise`` adds N(0, noise²) to the labels. ``dtype`` defaults to float64 when
     ``jax_enable_x64`` is on, float32 otherwise.
     """
-    require(isinstance(n, int) and n > 0, "data.n", "must be a positive integer", value=n)
-    require(isinstance(d, int) and d > 0, "data.d", "must be a positive integer", value=d)
-    require(isinstance(m0, int) and m0 > 0, "data.teacher_width", "must be a positive integer", value=m0)
+    n = as_int(n, "data.n")
+    d = as_int(d, "data.d")
+    m0 = as_int(m0, "data.teacher_width")
     require(inputs in INPUTS, "data.inputs", f"unknown input law {inputs!r}", f"use one of {list(INPUTS)}")
     require(teacher_signs in ("random", "positive"), "data.teacher_signs", "must be 'random' or 'positive'", value=teacher_signs)
-    require_positive(noise, "data.noise", allow_zero=True)
-    require_positive(teacher_scale, "data.teacher_scale")
+    noise = as_real(noise, "data.noise", allow_zero=True)
+    teacher_scale = as_real(teacher_scale, "data.teacher_scale")
     sigma = get_activation(activation)
     dtype = dtype or jnp.result_type(float)
     kx, kw, ka, kn = jax.random.split(key, 4)
@@ -98,11 +99,29 @@ def teacher_student(
 def load_npz(path: str | Path, x_key: str = "X", y_key: str = "y", bias: bool = False) -> Dataset:
     """X and y from an ``.npz`` file (keys ``X`` and ``y`` unless told otherwise)."""
     path = Path(path)
+    fix = f"give an .npz file with numeric arrays {x_key!r} (n, d) and {y_key!r} (n,), e.g. from np.savez(path, {x_key}=X, {y_key}=y)"
     require(path.exists(), "data.path", f"file {str(path)!r} does not exist", "give the path of an .npz file")
-    with np.load(path) as f:
-        for key in (x_key, y_key):
-            require(key in f.files, "data.path", f"{path.name} has no array {key!r} (it has {f.files})", f"save X and y under the keys {x_key!r} and {y_key!r}")
-        X, y = validate_data(f[x_key], f[y_key])
+    require(not path.is_dir(), "data.path", f"{path} is a folder, not an .npz file", fix)
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    require(head != b"\x93NUMPY", "data.path", f"{path} holds a single array (.npy), not an .npz archive of X and y", fix)
+    require(head.startswith(b"PK"), "data.path", f"{path} is not an .npz file (not a zip archive)", fix)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = list(f.files)
+            missing = [key for key in (x_key, y_key) if key not in files]
+            arrays = {key: f[key] for key in (x_key, y_key) if key in files}
+    except ValueError as exc:  # an object array: numpy refuses to unpickle it
+        raise InputError("data.path", f"{path} holds an array numpy cannot read without unpickling ({exc})", fix) from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError("data.path", f"{path} is a damaged .npz file ({exc})", fix) from None
+    require(
+        not missing,
+        "data.path",
+        f"{path.name} has no array {missing[0] if missing else ''!r} (it has {files})",
+        f"save X and y under the keys {x_key!r} and {y_key!r}",
+    )
+    X, y = validate_data(arrays[x_key], arrays[y_key])
     return Dataset(with_bias(X) if bias else X, y, None, bias)
 
 
@@ -114,6 +133,7 @@ def load_csv(path: str | Path, target: int | str = -1, bias: bool = False, delim
     """
     path = Path(path)
     require(path.exists(), "data.path", f"file {str(path)!r} does not exist", "give the path of a .csv file")
+    require(not path.is_dir(), "data.path", f"{path} is a folder, not a .csv file", "give the path of a .csv file")
     with path.open() as fh:
         first = fh.readline().strip().split(delimiter)
     try:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from wgflow.errors import InputError, require, require_positive
+from wgflow.errors import InputError, as_int, as_real, require, require_positive
 from wgflow.measure import Measure
 from wgflow.units import Parameterisation, get_parameterisation
 
@@ -86,9 +86,10 @@ def initial_measure(
       ``alternating`` (+ − + − …, exactly balanced) or ``positive``.
     """
     unit = get_parameterisation(parameterisation)
-    require(isinstance(m, int) and m > 0, "init.width", "must be a positive integer", value=m)
-    require(isinstance(d, int) and d > 0, "init.d", "must be a positive integer", value=d)
-    require_positive(scale, "init.scale")
+    m = as_int(m, "init.width")
+    d = as_int(d, "init.d")
+    scale = as_real(scale, "init.scale")
+    beta = as_real(beta, "init.beta")
     require(output in OUTPUTS, "init.output", f"unknown output init {output!r}", f"use one of {list(OUTPUTS)}")
     require(signs in SIGNS, "init.signs", f"unknown sign init {signs!r}", f"use one of {list(SIGNS)}")
     k_w, k_a, k_s = jax.random.split(key, 3)

@@ -26,7 +26,7 @@ import numpy as np
 from jax import Array
 
 from wgflow.chunking import Chunking, blocks
-from wgflow.errors import InputError, require
+from wgflow.errors import InputError, as_real, require
 from wgflow.losses import Loss, get_loss
 from wgflow.measure import Measure
 from wgflow.units import Parameterisation, get_parameterisation
@@ -288,16 +288,7 @@ def make_objective(
     unit = get_parameterisation(parameterisation, activation)
     loss = get_loss(loss)
     require(reduction in REDUCTIONS, "reduction", f"unknown reduction {reduction!r}", f"use one of {list(REDUCTIONS)}")
-    import math
-    import numbers
-
-    require(
-        isinstance(lam, numbers.Real) and math.isfinite(lam) and lam >= 0,
-        "lam",
-        "the weight decay must be a finite number >= 0",
-        "set lam >= 0",
-        lam,
-    )
+    lam = as_real(lam, "lam", allow_zero=True)
     if loss.labels == "pm1":
         require(
             bool(np.all(np.isin(y, (-1.0, 1.0)))),

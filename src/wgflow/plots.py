@@ -7,6 +7,7 @@ runner saves them (PNG + PDF) atomically.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Sequence
 
 import matplotlib
@@ -120,7 +121,8 @@ def objective_bands(
         colors = ordered_colors(len(panel["curves"]))
         for (label, (t, values)), color in zip(panel["curves"].items(), colors):
             values = np.asarray(values, dtype=float)
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a time at which every run had stopped: all NaN
                 med = np.nanmedian(values, axis=0)
                 lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
             tt = np.asarray(t)

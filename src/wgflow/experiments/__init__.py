@@ -1,19 +1,21 @@
 """Named experiments: TOML configs, their runners, and result folders.
 
-An experiment *kind* is a module with a pydantic ``Config``, ``run(cfg, run_dir, resume=, progress=)``
-and ``report(cfg, run_dir)``. A *named experiment* is a TOML file in ``configs/`` naming its kind.
+An experiment *kind* is a module with a pydantic ``Config``, ``run(cfg, run_dir, resume=, progress=)``,
+``report(cfg, run_dir)`` and optionally ``estimate(cfg) -> list[Need]`` (memory, checked before any compute). A *named experiment* is a TOML file in ``configs/`` naming its kind.
 """
 
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
 from wgflow.experiments import jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
-from wgflow.experiments.rundir import RunDir
+from wgflow.experiments.rundir import RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals
+from wgflow.resources import Need, check_needs
 from wgflow.runtime import CompileTimer
 
 KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits)}
@@ -56,6 +58,50 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), quick: 
     return KINDS[kind], _config.validate(KINDS[kind].Config, raw)
 
 
+def default_out(cfg, quick: bool = False) -> Path:
+    """``runs/NAME`` (``runs/NAME-quick`` for ``--quick``)."""
+    return Path("runs") / (cfg.name + ("-quick" if quick else ""))
+
+
+def _fresh_folder(base: Path) -> Path:
+    """``base`` if it is missing or empty, else the first of ``base-2``, ``base-3``, … that is."""
+    candidate, i = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        i += 1
+        candidate = base.with_name(f"{base.name}-{i}")
+    return candidate
+
+
+def resource_needs(module: ModuleType, cfg) -> list[Need]:
+    """What a run of ``cfg`` needs in memory, by item (none stated: an empty list)."""
+    estimate = getattr(module, "estimate", None)
+    return list(estimate(cfg)) if estimate is not None else []
+
+
+def check_resources(module: ModuleType, cfg, *, limit: float | None = None) -> float:
+    """Refuse (:class:`InputError` with the estimate and the fix) a run that cannot fit in memory."""
+    return check_needs(resource_needs(module, cfg), f"this run of {cfg.name}", limit=limit)
+
+
+#: unit evaluations per second assumed for a time estimate (2 CPU cores; a GPU does far more)
+THROUGHPUT = 1e8
+
+
+def time_notice(module: ModuleType, cfg) -> str | None:
+    """A line saying how long a long run may take (over an hour at :data:`THROUGHPUT`), else None."""
+    work = getattr(module, "work", None)
+    if work is None:
+        return None
+    hours = work(cfg) / THROUGHPUT / 3600
+    if hours < 1:
+        return None
+    return f"this run evaluates about {work(cfg):.2g} units: roughly {hours:.2g} hour(s) at 10⁸ per second (a guess: machines differ by 10× and more)"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 def run(
     name_or_path: str,
     overrides=(),
@@ -63,30 +109,66 @@ def run(
     quick: bool = False,
     resume: bool = False,
     progress: bool | None = None,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> tuple[RunDir, dict]:
+    """Run an experiment into a folder; every check (config, memory, the folder) comes before
+    any file is written or any compute starts (docs/experiments.md: what a run folder guarantees).
+
+    ``out``: the folder (default ``runs/NAME``, or ``runs/NAME-2``, … when that one holds a
+    run, unless ``resume``, ``overwrite`` or ``force``). ``resume``: continue the run there from
+    its checkpoints. ``overwrite``: replace the run there. ``force``: write into a non-empty
+    folder that is not a wgflow run (never over its files), or take over the lock of a run on
+    another host. ``echo``: where notices go (default: stderr).
+    """
+    echo = echo or _stderr
     module, cfg = load(name_or_path, overrides, quick)
-    path = Path(out) if out is not None else Path("runs") / (cfg.name + ("-quick" if quick else ""))
-    if not resume and (path / "checkpoints").exists():
-        shutil.rmtree(path / "checkpoints")
-    rd = RunDir(path)
-    rd.write_text("config.toml", _config.dump_toml(cfg))
-    with CompileTimer() as timer:
-        summary = module.run(cfg, rd, resume=resume, progress=progress)
-    summary["seconds"] = timer.seconds  # wall time of the whole run, figures included
-    summary["compile_seconds"] = timer.compile_seconds
-    summary["run_seconds"] = timer.seconds - timer.compile_seconds
-    rd.write_json("summary.json", summary)
+    text = _config.dump_toml(cfg)
+    config_hash = fingerprint(text)
+    check_resources(module, cfg)
+    if out is not None:
+        path = Path(out)
+    else:
+        base = default_out(cfg, quick)
+        path = base if (resume or overwrite or force) else _fresh_folder(base)
+        if path != base:
+            echo(f"{base} holds a previous run: writing to {path} (--overwrite replaces {base}, --out chooses the folder)")
+    plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force)
+    for notice in (*plan.notices, time_notice(module, cfg)):
+        if notice:
+            echo(notice)
+    rd = open_run(plan, config_hash, text, experiment=cfg.name, kind=cfg.kind, resume=resume, overwrite=overwrite, force=force)
+    with running(rd), stop_on_signals(echo):
+        if not (resume and (rd / "config.toml").is_file() and (rd / "config.toml").read_text() == text):
+            rd.write_text("config.toml", text)
+        with CompileTimer() as timer:
+            summary = module.run(cfg, rd, resume=resume, progress=progress)
+        summary["seconds"] = timer.seconds  # wall time of the whole run, figures included
+        summary["compile_seconds"] = timer.compile_seconds
+        summary["run_seconds"] = timer.seconds - timer.compile_seconds
+        rd.write_json("summary.json", summary)
     return rd, summary
 
 
 def report(path: str | Path) -> dict:
     """Re-draw the figures of a finished run and return its summary."""
-    rd = RunDir(path)
-    if not (rd / "config.toml").exists() or not (rd / "summary.json").exists():
-        raise InputError("DIR", f"{path} is not a finished wgflow run (no config.toml/summary.json)", "give the --out folder of a run that completed")
+    rd = open_finished(path)
     raw = _config.load_toml(rd / "config.toml")
     module = KINDS.get(raw.get("kind"))
     if module is None:
-        raise InputError("kind", f"unknown experiment kind {raw.get('kind')!r} in {path}/config.toml")
+        raise InputError("kind", f"unknown experiment kind {raw.get('kind')!r} in {rd / 'config.toml'}", f"use one of {sorted(KINDS)}")
     cfg = _config.validate(module.Config, raw)
     return module.report(cfg, rd)
+
+
+def unsuccessful(summary: dict) -> dict[str, int]:
+    """How many runs of a summary did not end ``successful``, by status (its ``runs``, else its ``table`` rows)."""
+    rows = summary.get("runs") or summary.get("table") or []
+    counts: dict[str, int] = {}
+    for row in rows:
+        status = row.get("status") if isinstance(row, dict) else None
+        if status is not None and status != "successful":
+            counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -10,9 +10,11 @@ overrides that make its ``--quick`` version.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import tomli_w
@@ -21,49 +23,130 @@ from wgflow.errors import InputError
 
 
 class Section(pydantic.BaseModel):
-    """A config section: unknown keys are errors, assignments are validated."""
+    """A config section: unknown keys are errors, assignments are validated, NaN and ±inf are refused."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ConfigError(InputError):
     """A config file or override that does not validate."""
 
 
-def format_validation_error(exc: pydantic.ValidationError, model: type[pydantic.BaseModel]) -> str:
-    lines = []
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _run_name(name: str) -> str:
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError("must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or '..'): it names the folder runs/NAME")
+    return name
+
+
+#: an experiment's name: one folder name under ``runs/`` (never a path that leaves it)
+RunName = Annotated[str, pydantic.AfterValidator(_run_name)]
+
+
+def _loc(parts) -> str:
+    """``("ladder", 0, "tau")`` → ``"ladder[0].tau"``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _submodel(annotation) -> type[pydantic.BaseModel] | None:
+    """The section model of a field: ``Model``, ``list[Model]`` or ``Model | None``, else None."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(model, loc):
+    """The section model at ``loc`` (list indices step into the item model), or None."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _submodel(field.annotation)
+    return model
+
+
+def _allows_bool(annotation) -> bool:
+    if annotation is bool:
+        return True
+    return any(_allows_bool(a) for a in typing.get_args(annotation))
+
+
+def find_boolean_misuse(model: type[pydantic.BaseModel], data: dict, prefix: tuple = ()) -> tuple[str, Any, str, str] | None:
+    """(field, value, problem, fix) of the first boolean given where a number (or a list of them)
+    is expected, or a number where a boolean is.
+
+    pydantic reads ``true`` as 1 for an int or float field and 1 as true; a config never means that."""
+    for key, value in data.items():
+        field = model.model_fields.get(str(key))
+        if field is None:
+            continue  # an unknown key: pydantic names it
+        loc = (*prefix, key)
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, dict):
+                    found = find_boolean_misuse(sub, item, (*loc, i) if isinstance(value, list) else loc)
+                    if found:
+                        return found
+        elif not _allows_bool(field.annotation):
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, bool) for v in values):
+                return _loc(loc), value, "must be a number, not a boolean", f"give {_loc(loc)} a number"
+        elif _only_bool(field.annotation) and not isinstance(value, bool):
+            return _loc(loc), value, "must be true or false", f"write {_loc(loc)}=true or {_loc(loc)}=false"
+    return None
+
+
+def _only_bool(annotation) -> bool:
+    return annotation is bool or (bool in typing.get_args(annotation) and set(typing.get_args(annotation)) <= {bool, type(None)})
+
+
+def format_validation_error(exc: pydantic.ValidationError, model: type[pydantic.BaseModel]) -> list[tuple[str, str]]:
+    """(field, problem) for each error of ``exc``: unknown keys list the allowed ones (also in a list item)."""
+    out = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = _loc(err["loc"]) or "config"
         msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "finite_number":
+            msg = "must be a finite number (NaN and ±inf are not allowed)"
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, err["loc"][:-1])
             allowed = sorted(parent.model_fields) if parent is not None else []
             msg = f"unknown key; allowed keys here: {allowed}"
         value = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") else f" (got {value!r})"
-        lines.append(f"{loc}: {msg}{shown}")
-    return "; ".join(lines)
-
-
-def _model_at(model, loc):
-    for part in loc:
-        if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
-            return None
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        model = field.annotation
-    return model if isinstance(model, type) and issubclass(model, pydantic.BaseModel) else None
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {value!r})"
+        out.append((loc, f"{msg}{shown}"))
+    return out
 
 
 def validate(model: type[pydantic.BaseModel], data: dict) -> pydantic.BaseModel:
-    """``model(**data)`` with a :class:`ConfigError` naming each bad field, its value and the allowed values."""
+    """``model(**data)`` with a :class:`ConfigError` naming each bad field (once), its value and the allowed values."""
+    misuse = find_boolean_misuse(model, data)
+    if misuse is not None:
+        field, value, problem, fix = misuse
+        raise ConfigError(field, problem, fix, value)
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(field, format_validation_error(exc, model)) from None
+        errors = format_validation_error(exc, model)
+        (field, first), rest = errors[0], errors[1:]
+        raise ConfigError(field, "; ".join([first] + [f"{loc}: {msg}" for loc, msg in rest])) from None
 
 
 def parse_value(text: str) -> Any:
@@ -93,10 +176,17 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_toml(path: Path) -> dict:
+    """A TOML file as a dict; a missing, unreadable or invalid file is a :class:`ConfigError` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        hint = f" (did you mean {path / 'config.toml'}?)" if (path / "config.toml").is_file() else ""
+        raise ConfigError("config", f"{path} is a folder, not a TOML file{hint}", "give a named experiment (wgflow list) or a .toml file")
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError("config", f"file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
 

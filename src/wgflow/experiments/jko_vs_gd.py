@@ -40,16 +40,17 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from wgflow import plots
 from wgflow.experiments import optimum_support
-from wgflow.experiments.config import Section
-from wgflow.experiments.rundir import Progress, RunDir, atomic_write_bytes
+from wgflow.experiments.config import RunName, Section
+from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import DataSection
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd
 from wgflow.flows.solve import Monitor, SaveAt, Solution
-from wgflow.grid import GridMeasure, bin_measure, box_grid, initial_grid_density, mass_outside, sample_from_grid
+from wgflow.grid import GridMeasure, bin_measure, box_grid, initial_grid_density, mass_outside, memory_estimate, sample_from_grid
 from wgflow.measure import Measure
 from wgflow.metrics import sinkhorn_divergence
 from wgflow.objective import make_objective
+from wgflow.resources import Need
 
 KIND = "jko_vs_gd"
 SIGNS = (1.0, -1.0)
@@ -107,7 +108,7 @@ class OutputSection(Section):
 
 
 class Config(Section):
-    name: str = Field("jko-vs-gd", description="experiment name")
+    name: RunName = Field("jko-vs-gd", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["jko_vs_gd"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
     data: DataSection = Field(default_factory=lambda: DataSection(n=30, teacher_width=2, seed=1), description="teacher–student data (ReLU, d = 2, no bias)")
@@ -170,6 +171,37 @@ def fitted_order(tau: list[float], values: list[float]) -> float | None:
         return None
     x, y = np.array(pts).T
     return float(np.polyfit(x, y, 1)[0])
+
+
+def estimate(cfg: Config) -> list[Need]:
+    """Memory by item: the largest rung's JKO step (:func:`wgflow.grid.memory_estimate`, with its
+    saved masses and binned GD references), the GD reference on the finest grid's atoms and the
+    sampled GD (state, unit outputs chunked beyond 2²⁰, saved states), and the per-step arrays."""
+    n, item, S = cfg.data.n, 8, cfg.compare.snapshots
+    needs = []
+    for i, rung in enumerate(cfg.ladder):
+        grid = box_grid(-cfg.grid.half_width, cfg.grid.half_width, (rung.cells,) * 2)
+        est = memory_estimate(grid, n, 2, np.float64, hessian="dykstra" in rung.solvers, snapshots=S + cfg.compare.sinkhorn_times)
+        if est.get("hessian", 0) > est["total"] / 2:
+            field, fix = (
+                f"ladder[{i}].solvers",
+                f"the Dykstra solver keeps an n × n matrix: remove 'dykstra' from ladder[{i}].solvers, or use fewer data points",
+            )
+        else:
+            field, fix = f"ladder[{i}].cells", f"use fewer cells on rung {i} (memory grows like cells² · data.n)"
+        needs.append(Need(f"JKO on rung {i} ({rung.cells}² cells)", est["total"], field, fix))
+    grids = [needs.pop(needs.index(max(needs, key=lambda nd: nd.nbytes)))] if needs else []  # rungs run one after another
+    atoms = 2 * max(r.cells for r in cfg.ladder) ** 2
+
+    def particles(m: int) -> float:
+        return (12.0 * m * 3 + 4.0 * min(n * m, 2**20) + 2.0 * S * m * 3) * item
+
+    K = int(round(cfg.compare.final_time / cfg.gd.step_size))
+    return grids + [
+        Need(f"GD reference ({atoms} atoms)", particles(atoms), f"ladder[{len(cfg.ladder) - 1}].cells", "use fewer cells on the finest rung"),
+        Need(f"sampled GD ({cfg.gd.particles} particles)", particles(cfg.gd.particles), "gd.particles", "sample fewer particles (gd.particles)"),
+        Need(f"{K} GD steps", 12.0 * K * 8, "gd.step_size", "take a larger gd.step_size or a shorter compare.final_time"),
+    ]
 
 
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
@@ -516,7 +548,7 @@ def _draw_densities(cfg: Config, rd: RunDir, results: dict) -> None:
     rd.savefig(fig, "densities")
     plots.close(fig)
     if cfg.output.animation:
-        atomic_write_bytes(rd / "jko_vs_gd.gif", plots.density_vs_particles_gif(rows, extent, W, np.sign(alpha)))
+        rd.write_bytes("jko_vs_gd.gif", plots.density_vs_particles_gif(rows, extent, W, np.sign(alpha)))
 
 
 def report(cfg: Config, rd: RunDir) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from wgflow import plots
-from wgflow.experiments.config import Section
+from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import DataSection, ParamName, ScheduleSection
 from wgflow.flows.particle import explicit_gd
@@ -50,7 +50,7 @@ class TrainSection(ScheduleSection):
 
 
 class Config(Section):
-    name: str = Field("parameterisations", description="experiment name")
+    name: RunName = Field("parameterisations", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["parameterisations"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
     data: DataSection = Field(default_factory=lambda: DataSection(teacher_signs="positive"), description="teacher–student data (ReLU)")

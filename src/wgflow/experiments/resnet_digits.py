@@ -21,7 +21,7 @@ from jax import Array
 from pydantic import Field
 
 from wgflow import plots
-from wgflow.experiments.config import Section
+from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, resnet_diagnostics
@@ -63,7 +63,7 @@ class TrainSection(Section):
 
 
 class Config(Section):
-    name: str = Field("resnet-digits", description="experiment name")
+    name: RunName = Field("resnet-digits", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["resnet_digits"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
     data: DataSection = Field(default_factory=DataSection, description="digits")

@@ -27,7 +27,7 @@ from jax import Array
 from pydantic import Field, field_validator
 
 from wgflow import plots
-from wgflow.experiments.config import Section
+from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
 from wgflow.experiments.sections import ActivationName
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, path_length
@@ -97,7 +97,7 @@ class TrainSection(Section):
 
 
 class Config(Section):
-    name: str = Field("resnet-pl", description="experiment name")
+    name: RunName = Field("resnet-pl", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["resnet_pl"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
     model: ModelSection = Field(default_factory=ModelSection, description="the ResNet")

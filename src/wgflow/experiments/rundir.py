@@ -1,23 +1,46 @@
-"""A run's folder: atomic writes, checkpoints that resume bit-identically, progress.
+"""A run's folder: owned through a manifest, locked while running, written atomically, resumable.
 
-Every file is written to a temporary name in the same folder and renamed into
-place (``os.replace`` is atomic on POSIX), so an interrupted run never leaves a
-half-written file. Checkpoints are ``.npz`` files of the flattened state and the
-records so far; a resumed run continues from the last one with the same
-segments, hence the same floating-point operations, as an uninterrupted run.
+**Ownership.** A folder is a wgflow run when it holds a manifest, ``wgflow-run.json``, written
+before anything else: the wgflow version, the config's hash, the state (``running``,
+``finished``, ``failed``, ``interrupted``), the PID and host while running, and the list of
+files wgflow wrote there. wgflow deletes or overwrites only the files its manifest lists; it
+writes into a non-empty folder without a manifest only with ``force``, never over a file of
+the same name.
+
+**Lock.** The manifest's PID is the folder's lock: a second run into the folder is refused
+while that process lives; the lock of a process that is gone (on this host) is taken over.
+
+**Atomic files.** Every file is written to a temporary name in the same folder and renamed
+into place (``os.replace`` is atomic on POSIX), so an interrupted run never leaves a
+half-written file. Checkpoints are ``.npz`` files of the flattened state and the records so
+far; a resumed run continues from the last one with the same segments, hence the same
+floating-point operations, as an uninterrupted run.
+
+**Signals.** Under :func:`stop_on_signals`, SIGINT or SIGTERM stops a run after the
+checkpoint of the segment in progress (at once outside a segment, or on a second signal)
+with :class:`RunInterrupted`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
+import fcntl
 import hashlib
 import io
 import json
 import os
+import shlex
+import signal
+import socket
 import sys
 import tempfile
+import threading
+import tomllib
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -25,10 +48,27 @@ import numpy as np
 from wgflow.errors import InputError
 
 INTERRUPT_ENV = "WGFLOW_TEST_INTERRUPT_AFTER"  # tests: raise after this many checkpointed segments
+MANIFEST = "wgflow-run.json"
+RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
+#: names wgflow writes in every run folder: never written beside a foreign file of the same name
+RESERVED = ("config.toml", "summary.json", "metrics.csv", "results.npz", "checkpoints", MANIFEST)
 
 
 class SimulatedInterrupt(RuntimeError):
     """Raised by tests (via ``WGFLOW_TEST_INTERRUPT_AFTER``) to kill a run mid-way."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run; its checkpoints are kept. ``exit_code``: 128 + the signal."""
+
+    def __init__(self, signum: int, detail: str):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.detail = detail
+        super().__init__(f"{signal.Signals(signum).name}: {detail}")
+
+
+# --------------------------------------------------------------------------- files
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -67,37 +107,342 @@ def to_jsonable(obj):
     return obj
 
 
-class RunDir:
-    """The output folder of one run."""
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def __init__(self, path: str | Path):
+
+def _corrupt(path: Path, exc: BaseException, fix: str) -> InputError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return InputError(str(path), f"cannot be read ({reason})", fix)
+
+
+def file_kind(path: Path) -> str | None:
+    """``"npz"`` (a zip archive), ``"npy"`` (one NumPy array) or None, from the file's first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return "npz" if head.startswith(b"PK") else ("npy" if head == b"\x93NUMPY" else None)
+
+
+def _read_npz(path: Path, fix: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, or an :class:`InputError` naming the file (missing, corrupt, pickled)."""
+    try:
+        kind = file_kind(path)
+        if kind == "npy":
+            raise InputError(str(path), "is a single array (.npy), not an .npz archive", fix)
+        if kind is None:
+            raise InputError(str(path), "is not an .npz file (not a zip archive)", fix)
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise _corrupt(path, exc, fix) from None
+    try:
+        with loaded as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _corrupt(path, exc, fix) from None
+
+
+# --------------------------------------------------------------------------- the manifest and its lock
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, from /proc), to tell a reused PID."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+def read_manifest(path: Path) -> dict | None:
+    """The manifest of the folder ``path`` (None when there is none)."""
+    file = Path(path) / MANIFEST
+    if not file.exists():
+        return None
+    try:
+        data = json.loads(file.read_text())
+        if not (isinstance(data, dict) and isinstance(data.get("files"), list) and isinstance(data.get("state"), str)):
+            raise ValueError("not a wgflow manifest")
+        return data
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise _corrupt(file, exc, f"move {file} away if this folder is not a wgflow run, or run into another --out folder") from None
+
+
+def lock_holder(manifest: dict) -> tuple[str, str] | None:
+    """Who holds the folder's lock: (``"live"``, ``"stale"`` or ``"elsewhere"``, a description), or None."""
+    pid = manifest.get("pid")
+    if manifest.get("state") != RUNNING or not isinstance(pid, int):
+        return None
+    host = manifest.get("host")
+    who = f"PID {pid} on {host}, started {manifest.get('started', '?')}"
+    if host != _host():
+        return "elsewhere", who
+    return ("live" if _alive(pid, manifest.get("pid_started")) else "stale"), who
+
+
+def _config_diff(old_text: str, new_text: str) -> list[str]:
+    """``key: old → new`` for every field that differs between two config TOMLs."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    try:
+        a, b = flat(tomllib.loads(old_text)), flat(tomllib.loads(new_text))
+    except (tomllib.TOMLDecodeError, ValueError):
+        return []
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def resume_command(path: Path) -> str:
+    """The command that continues the run in ``path`` (its own resolved config, so no --set is needed)."""
+    return f"wgflow run {shlex.quote(str(path / 'config.toml'))} --resume --out {shlex.quote(str(path))}"
+
+
+def _visible_entries(path: Path) -> list[str]:
+    """The folder's entries, but for the temporary of a manifest being written (another run starting)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if not (p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp")))
+
+
+def _check_writable_folder(path: Path) -> None:
+    """``--out`` is a folder (or can be made one) that this process may write in."""
+    if path.exists() and not path.is_dir():
+        raise InputError("--out", f"{path} is a file, not a folder", "give the path of a folder (it is created if missing)")
+    anc = path
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise InputError("--out", f"{anc} is a file, so {path} cannot be a folder", "give a folder path that does not pass through a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise InputError("--out", f"cannot write in {anc} (permission denied)", "give a folder you can write in")
+
+
+def checkpoint_header(path: Path) -> tuple[str, int]:
+    """(config fingerprint, step) of a checkpoint file, or an :class:`InputError` naming it."""
+    fix = f"delete {path} (that part of the run then starts again from step 0), or start over with --overwrite"
+    f = _read_npz(path, fix)
+    try:
+        return str(f["fingerprint"]), int(f["step"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _corrupt(path, exc, fix) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What opening a run folder will do (decided without writing anything)."""
+
+    path: Path
+    previous: dict | None  # the manifest found there
+    replace: bool  # the previous run's files are deleted first (--overwrite)
+    notices: tuple[str, ...]
+    checkpoints: tuple[tuple[str, int], ...] = ()  # (file, step) to resume from
+
+
+def plan_run(path: str | Path, config_hash: str, config_text: str, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> Plan:
+    """Check that a run may write into ``path``; raise :class:`InputError` (changing nothing) if not.
+
+    A missing or empty folder is fine. A folder without a manifest is refused unless ``force``
+    (and then still if it holds a file of a name wgflow writes). A folder with a manifest is
+    refused while its lock is live; without ``resume`` it is replaced only with ``overwrite``;
+    with ``resume`` its config must be this one and its checkpoints must be readable.
+    """
+    from wgflow import __version__
+
+    path = Path(path)
+    _check_writable_folder(path)
+    resume_cmd = resume_command(path)
+    manifest = read_manifest(path) if path.is_dir() else None
+    notices: list[str] = []
+    if manifest is None:
+        entries = _visible_entries(path) if path.is_dir() else []
+        if resume:
+            what = "does not exist" if not path.exists() else ("is empty" if not entries else f"holds no {MANIFEST}")
+            raise InputError(
+                "--resume",
+                f"{path} {what}: there is no wgflow run there to resume (it never ran)",
+                "run it without --resume, or give the --out folder of an interrupted run",
+            )
+        if entries and not force:
+            shown = ", ".join(entries[:8]) + (f", … ({len(entries)} entries)" if len(entries) > 8 else "")
+            raise InputError(
+                "--out",
+                f"{path} is not empty and is not a wgflow run folder (no {MANIFEST}); it holds {shown}",
+                "give a new or empty --out folder, or pass --force to write beside these files (wgflow never deletes or overwrites them)",
+            )
+        # a foreign checkpoints/ folder may stay: each file wgflow writes in it is checked by name
+        clash = sorted(set(entries) & set(RESERVED))
+        if clash:
+            raise InputError(
+                "--out",
+                f"{path} holds {', '.join(clash)}, not written by wgflow (no {MANIFEST}); a run would overwrite them",
+                "move them away, or give another --out folder (an older wgflow's run folder cannot be reused: start a new one)",
+            )
+        return Plan(path, None, False, tuple(notices))
+
+    holder = lock_holder(manifest)
+    if holder is not None:
+        kind, who = holder
+        if kind == "live":
+            raise InputError("--out", f"{path} is in use by a wgflow run in progress ({who})", "wait for it to finish, or give another --out folder")
+        if kind == "elsewhere" and not force:
+            raise InputError(
+                "--out",
+                f"{path} is locked by a wgflow run on another host ({who}); this host cannot tell whether it still runs",
+                "if it no longer runs, pass --force to take the folder over; else give another --out folder",
+            )
+        notices.append(f"taking over the lock of {who}: that run is no longer running")
+    listed = [f for f in manifest["files"] if (path / f).exists()]
+    if not resume:
+        if listed and not overwrite:
+            state = manifest["state"] if holder is None else INTERRUPTED
+            what = "a finished run" if state == FINISHED else f"an unfinished run (state: {state})"
+            how = "" if state == FINISHED else f"continue it with `{resume_cmd}`, or "
+            raise InputError(
+                "--out",
+                f"{path} holds {what} of {manifest.get('experiment', '?')} ({len(listed)} file(s) written by wgflow)",
+                f"{how}pass --overwrite to replace it, or give another --out folder",
+            )
+        if listed:
+            notices.append(f"replacing the previous run in {path} (--overwrite): deleting the {len(listed)} file(s) its manifest lists")
+        return Plan(path, manifest, bool(listed), tuple(notices))
+
+    if manifest.get("config_hash") != config_hash:
+        old = path / "config.toml"
+        diff = _config_diff(old.read_text(), config_text) if "config.toml" in listed else []
+        shown = "; ".join(diff[:6]) + (f"; … ({len(diff)} fields)" if len(diff) > 6 else "")
+        raise InputError(
+            "--resume",
+            f"the run in {path} was made with a different config" + (f" ({shown})" if shown else ""),
+            f"resume with the same config and --set values (`{resume_cmd}`), or run into a new --out folder",
+        )
+    if manifest.get("wgflow") != __version__:
+        raise InputError(
+            "--resume",
+            f"the run in {path} was made by wgflow {manifest.get('wgflow')}, this is {__version__}: its checkpoints may not continue bit-identically",
+            f"resume it with wgflow {manifest.get('wgflow')}, or start over with --overwrite",
+        )
+    checkpoints = []
+    for f in listed:
+        if f.startswith("checkpoints/") and f.endswith(".npz"):
+            fp, step = checkpoint_header(path / f)
+            if fp != config_hash:
+                raise InputError(
+                    "--resume",
+                    f"the checkpoint {path / f} was made with a different config",
+                    "delete it (that part restarts from step 0), or start over with --overwrite",
+                )
+            checkpoints.append((f, step))
+    if checkpoints:
+        notices.append(f"resuming {path}: " + ", ".join(f"{Path(f).stem} from step {s}" for f, s in checkpoints))
+    else:
+        notices.append(f"resuming {path}: no checkpoint was written yet, so the run starts from step 0")
+    return Plan(path, manifest, False, tuple(notices), tuple(checkpoints))
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself while its manifest is read and written."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class RunDir:
+    """The folder of one run. ``RunDir(path)`` reads; a RunDir from :func:`open_run` or
+    :func:`open_finished` also writes, and lists every file it writes in the manifest first."""
+
+    def __init__(self, path: str | Path, manifest: dict | None = None):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "checkpoints").mkdir(exist_ok=True)
+        self.manifest = manifest
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    # -- the manifest
+    def _save_manifest(self) -> None:
+        assert self.manifest is not None
+        self.manifest["updated"] = _now()
+        atomic_write_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=2) + "\n").encode())
+
+    def _claim(self, rel: str) -> Path:
+        """List ``rel`` in the manifest before it is written; a foreign file of that name is refused."""
+        if self.manifest is None:
+            raise RuntimeError(f"{self.path} was opened read-only (RunDir(path)); open it with open_run or open_finished to write")
+        target = self.path / rel
+        if rel not in self.manifest["files"]:
+            if target.exists() or target.is_symlink():
+                raise InputError(
+                    str(target),
+                    "exists and was not written by wgflow, so it is left as it is",
+                    f"move it away; the results are in {self.path}/results.npz and `wgflow report {self.path}` writes the figures again",
+                )
+            self.manifest["files"].append(rel)
+            self._save_manifest()
+        return target
+
+    def set_state(self, state: str, message: str | None = None) -> None:
+        """Record the run's state; any state but ``running`` releases the lock."""
+        assert self.manifest is not None
+        self.manifest["state"] = state
+        self.manifest["message"] = message
+        if state != RUNNING:
+            self.manifest.update(pid=None, pid_started=None)
+        self._save_manifest()
+
     # -- files
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        target = self._claim(name)
+        atomic_write_bytes(target, data)
+        return target
+
     def write_text(self, name: str, text: str) -> Path:
-        atomic_write_bytes(self.path / name, text.encode())
-        return self.path / name
+        return self.write_bytes(name, text.encode())
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write_text(name, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise _corrupt(path, exc, "run the experiment again into this folder with --overwrite (or into a new --out folder)") from None
 
     def save_npz(self, name: str, **arrays) -> Path:
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-        atomic_write_bytes(self.path / name, buf.getvalue())
-        return self.path / name
+        return self.write_bytes(name, buf.getvalue())
 
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
-        with np.load(self.path / name) as f:
-            return {k: f[k] for k in f.files}
+        return _read_npz(self.path / name, "run the experiment again into this folder with --overwrite (or into a new --out folder)")
 
     def savefig(self, fig, stem: str) -> list[Path]:
         """PNG and PDF of a matplotlib figure, each written atomically."""
@@ -105,8 +450,7 @@ class RunDir:
         for ext in ("png", "pdf"):
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=130, bbox_inches="tight")
-            atomic_write_bytes(self.path / f"{stem}.{ext}", buf.getvalue())
-            out.append(self.path / f"{stem}.{ext}")
+            out.append(self.write_bytes(f"{stem}.{ext}", buf.getvalue()))
         return out
 
     # -- checkpoints
@@ -121,29 +465,162 @@ class RunDir:
         arrays["fingerprint"] = np.asarray(fingerprint)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        atomic_write_bytes(self.checkpoint_path(key), buf.getvalue())
+        self.write_bytes(f"checkpoints/{key}.npz", buf.getvalue())
 
     def load_checkpoint(self, key: str, like_state: Any, fingerprint: str):
         """(state, records, step) from the checkpoint ``key``, or None if there is none."""
         path = self.checkpoint_path(key)
         if not path.exists():
             return None
-        with np.load(path) as f:
-            if str(f["fingerprint"]) != fingerprint:
-                raise InputError(
-                    "--resume",
-                    f"the checkpoint in {path.parent} was made with a different config",
-                    "resume with the same config and --set values, or run into a new --out folder",
-                )
-            treedef = jax.tree_util.tree_structure(like_state)
+        fix = f"delete {path} (that part of the run then starts again from step 0), or start over with --overwrite"
+        f = _read_npz(path, fix)
+        if str(f.get("fingerprint")) != fingerprint:
+            raise InputError(
+                "--resume",
+                f"the checkpoint in {path.parent} was made with a different config",
+                "resume with the same config and --set values, or run into a new --out folder",
+            )
+        treedef = jax.tree_util.tree_structure(like_state)
+        try:
             leaves = [f[f"state/{i}"] for i in range(treedef.num_leaves)]
-            records = {k[len("record/") :]: f[k] for k in f.files if k.startswith("record/")}
             step = int(f["step"])
+        except KeyError as exc:
+            raise _corrupt(path, exc, fix) from None
+        like = jax.tree_util.tree_leaves(like_state)
+        if any(np.shape(a) != np.shape(b) for a, b in zip(leaves, like)):
+            raise InputError(str(path), "holds a state of other shapes than this run's", fix)
+        records = {k[len("record/") :]: v for k, v in f.items() if k.startswith("record/")}
         return jax.tree_util.tree_unflatten(treedef, leaves), records, step
 
 
-def fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _remove_listed(path: Path, files: list[str]) -> None:
+    """Delete the files a manifest lists (and the folders wgflow made, once empty)."""
+    for rel in files:
+        with contextlib.suppress(FileNotFoundError):
+            (path / rel).unlink()
+    with contextlib.suppress(OSError):
+        (path / "checkpoints").rmdir()  # only if empty: a foreign file in it stays
+
+
+def _remove_temporaries(path: Path, files: list[str]) -> None:
+    """Temporaries of wgflow's own files left by a killed process (``.NAME.*.tmp``)."""
+    for rel in [*files, MANIFEST]:
+        target = path / rel
+        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def open_run(plan: Plan, config_hash: str, config_text: str, *, experiment: str, kind: str, resume: bool, overwrite: bool, force: bool) -> RunDir:
+    """Take the folder of ``plan``: the manifest first (state running, this PID as the lock), then,
+    for ``--overwrite``, the previous run's files are deleted. Checked again under a folder lock,
+    so that of two runs started at once one is refused."""
+    from wgflow import __version__
+
+    path = plan.path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError("--out", f"cannot create the folder {path} ({exc.strerror or exc})", "give a folder you can write in") from None
+    with _folder_lock(path):
+        plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force)
+        previous = plan.previous
+        kept = [] if (previous is None or plan.replace) else [f for f in previous["files"] if (path / f).exists()]
+        manifest = {
+            "wgflow": __version__,
+            "experiment": experiment,
+            "kind": kind,
+            "config_hash": config_hash,
+            "state": RUNNING,
+            "pid": os.getpid(),
+            "pid_started": _process_start(os.getpid()),
+            "host": _host(),
+            "started": _now(),
+            "updated": _now(),
+            "resume_command": resume_command(path),
+            "message": None,
+            "files": kept,
+        }
+        rd = RunDir(path, manifest)
+        rd._save_manifest()
+    if previous is not None:
+        _remove_temporaries(path, previous["files"])
+        if plan.replace:
+            _remove_listed(path, previous["files"])
+    return rd
+
+
+def open_finished(path: str | Path) -> RunDir:
+    """A finished run's folder, to read its results and write its figures again (``wgflow report``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("DIR", f"{path} does not exist", "give the --out folder of a finished run")
+    if not path.is_dir():
+        raise InputError("DIR", f"{path} is a file, not a run folder", "give the --out folder of a finished run")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise InputError("DIR", f"{path} is not a wgflow run folder (no {MANIFEST})", "give the --out folder of a run that completed")
+    holder = lock_holder(manifest)
+    if holder is not None and holder[0] == "live":
+        raise InputError("DIR", f"{path} holds a run in progress ({holder[1]})", "wait for it to finish")
+    if manifest["state"] != FINISHED or holder is not None:
+        state = INTERRUPTED if holder is not None else manifest["state"]
+        raise InputError("DIR", f"{path} holds a run that did not finish (state: {state})", f"finish it first: `{resume_command(path)}`")
+    for name in ("config.toml", "summary.json", "results.npz"):
+        if not (path / name).is_file():
+            raise InputError(str(path / name), "is missing from this finished run", f"run the experiment again into {path} with --overwrite")
+    return RunDir(path, manifest)
+
+
+@contextlib.contextmanager
+def running(rd: RunDir) -> Iterator[RunDir]:
+    """Mark ``rd``'s run ``finished`` on success, ``interrupted`` on an interruption, ``failed``
+    (with the error) otherwise; every outcome releases the lock."""
+    try:
+        yield rd
+    except (KeyboardInterrupt, SimulatedInterrupt) as exc:
+        rd.set_state(INTERRUPTED, str(exc) or type(exc).__name__)
+        exc.resume_command = rd.manifest["resume_command"]  # type: ignore[attr-defined,index]  # for the CLI's hint
+        exc.checkpoints = sum(f.startswith("checkpoints/") for f in rd.manifest["files"])  # type: ignore[attr-defined,index]
+        raise
+    except BaseException as exc:
+        rd.set_state(FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    rd.set_state(FINISHED)
+
+
+# --------------------------------------------------------------------------- signals
+
+_signals: dict[str, Any] = {"installed": False, "pending": None, "segment": None}
+
+
+@contextlib.contextmanager
+def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run with :class:`RunInterrupted`: after the checkpoint of the
+    segment in progress (:func:`run_segments`), at once outside a segment or on a second signal.
+    A no-op outside the main thread (signal handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        segment = _signals["segment"]
+        if _signals["pending"] is not None or segment is None:
+            raise RunInterrupted(signum, "stopped at once" if segment is None else f"stopped at once during {segment[0]}; it resumes from step {segment[1]}")
+        _signals["pending"] = signum
+        key, k0, k1 = segment
+        echo(
+            f"{signal.Signals(signum).name}: stopping after the checkpoint at step {k1} of {key} (signal again to stop at once: it then resumes from step {k0})"
+        )
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _signals.update(installed=True, pending=None, segment=None)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _signals.update(installed=False, pending=None, segment=None)
 
 
 def run_segments(
@@ -164,7 +641,8 @@ def run_segments(
     ``advance(state, k0, k1) -> (state, records)`` runs steps k0..k1; records of
     successive segments are concatenated (along ``concat_axis[name]``, default 0)
     and checkpointed with the state after each segment. With ``resume`` the run
-    restarts from the last checkpoint.
+    restarts from the last checkpoint. A signal under :func:`stop_on_signals` stops the
+    run after the segment's checkpoint.
     """
     concat_axis = concat_axis or {}
     records: dict[str, np.ndarray] = {}
@@ -175,19 +653,26 @@ def run_segments(
             state, records, k = loaded
     limit = os.environ.get(INTERRUPT_ENV)
     done_here = 0
-    while k < total_steps:
-        k1 = min(k + segment, total_steps)
-        state, rec = advance(state, k, k1)
-        for name, arr in rec.items():
-            ax = concat_axis.get(name, 0)
-            records[name] = arr if name not in records else np.concatenate([records[name], arr], axis=ax)
-        k = k1
-        run_dir.save_checkpoint(key, state, records, k, fingerprint)
-        if on_segment is not None:
-            on_segment(k)
-        done_here += 1
-        if limit is not None and done_here >= int(limit) and k < total_steps:
-            raise SimulatedInterrupt(f"simulated interruption after {done_here} segment(s) at step {k}")
+    try:
+        while k < total_steps:
+            k1 = min(k + segment, total_steps)
+            _signals["segment"] = (key, k, k1)
+            state, rec = advance(state, k, k1)
+            for name, arr in rec.items():
+                ax = concat_axis.get(name, 0)
+                records[name] = arr if name not in records else np.concatenate([records[name], arr], axis=ax)
+            k = k1
+            run_dir.save_checkpoint(key, state, records, k, fingerprint)
+            pending = _signals["pending"]
+            if pending is not None:
+                raise RunInterrupted(pending, f"stopped after the checkpoint at step {k} of {key}")
+            if on_segment is not None:
+                on_segment(k)
+            done_here += 1
+            if limit is not None and done_here >= int(limit) and k < total_steps:
+                raise SimulatedInterrupt(f"simulated interruption after {done_here} segment(s) at step {k}")
+    finally:
+        _signals["segment"] = None
     return state, records
 
 

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from wgflow import plots
 from wgflow.experiments import optimum_support
-from wgflow.experiments.config import Section, dump_toml
+from wgflow.experiments.config import RunName, Section, dump_toml
 from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
 from wgflow.experiments.sections import (
     ActivationName,
@@ -45,6 +45,7 @@ from wgflow.flows.solve import Monitor, SaveAt, initial_loop_state, result_name
 from wgflow.init import initial_measure
 from wgflow.measure import Measure, stack_padded
 from wgflow.objective import Objective, make_objective
+from wgflow.resources import Need
 from wgflow.units import Parameterisation
 
 KIND = "teacher_student"
@@ -82,7 +83,7 @@ class TrainSection(ScheduleSection):
 
 
 class Config(Section):
-    name: str = Field("teacher-student", description="experiment name")
+    name: RunName = Field("teacher-student", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["teacher_student"] = Field(KIND, description="experiment kind (which runner reads this file)")
     description: str = Field("", description="one line shown by `wgflow list`")
     data: DataSection = Field(default_factory=DataSection, description="teacher–student data")
@@ -159,6 +160,59 @@ def snapshot_steps(num_steps: int, count: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.geomspace(1, num_steps, max(count - 1, 1)).round().astype(int)]))
 
 
+# --------------------------------------------------------------------------- resources
+
+
+def estimate(cfg: Config) -> list[Need]:
+    """Memory of the largest group of runs (groups run one after another), by item.
+
+    Particles: state, previous state, velocity, trial step and the loop's copies (≈ 12
+    arrays R × m × D); unit outputs: ≈ 4 arrays n × m per run, chunked beyond 2²⁰
+    (:mod:`wgflow.chunking`); snapshots: each kept state, saved, recorded and gathered
+    (× 3); per-step arrays: the schedule (K) and a segment's records (R × segment × ≈ 6).
+    """
+    from wgflow.units import get_parameterisation
+
+    item = 8 if cfg.model.dtype == "float64" else 4
+    n, K = cfg.data.n, cfg.train.num_steps
+    d_in = cfg.data.d + int(cfg.data.bias)
+    D = max(get_parameterisation(p).dim(d_in) for p in cfg.model.parameterisations)
+    S = len(cfg.sweep.seeds)
+    R, M = max(((len(ws) * S, max(ws)) for ws in width_groups(cfg, n)), key=lambda rm: rm[0] * rm[1])
+    big_d = d_in > M
+    particle_field = "data.d" if big_d else "sweep.widths"
+    particle_fix = "use a smaller data.d" if big_d else "use smaller sweep.widths or fewer sweep.seeds (or model.dtype = 'float32')"
+    snaps = min(cfg.output.snapshots, K + 1)
+    points = min(cfg.output.metrics_points, K + 1)
+    many_snaps = snaps > 1000  # else the particles make the snapshots large
+    return [
+        Need(f"{R} runs × {M} particles in R^{D}", 12.0 * R * M * D * item, particle_field, particle_fix),
+        Need(f"unit outputs ({n} data points × {M} particles × {R} runs)", 4.0 * R * min(n * M, 2**20) * item, "data.n", "use fewer data points (data.n)"),
+        Need(
+            f"{snaps} snapshots of {R} × {M} particles",
+            3.0 * snaps * R * M * D * item,
+            "output.snapshots" if many_snaps else particle_field,
+            "keep fewer states (output.snapshots)" if many_snaps else particle_fix + ", or keep fewer states (output.snapshots)",
+        ),
+        Need(
+            f"{K} steps",
+            3.0 * K * 8 + 6.0 * R * min(K, cfg.output.checkpoint_every) * 8 + 4.0 * R * points * 8,
+            "train.num_steps",
+            "use fewer train.num_steps, or a smaller output.checkpoint_every",
+        ),
+        Need(f"the data ({n} × {d_in})", 4.0 * n * d_in * item, "data.n", "use fewer data points (data.n)"),
+    ]
+
+
+def work(cfg: Config) -> float:
+    """Unit evaluations φ_θ(x_j) of the whole run (forward and backward count once): Σ over
+    groups of runs × padded width × n × steps. A rough clock: wall time ∝ this."""
+    n, K = cfg.data.n, cfg.train.num_steps
+    S = len(cfg.sweep.seeds)
+    per_param = sum(len(ws) * S * max(ws) for ws in width_groups(cfg, n)) * n * K
+    return float(per_param * len(cfg.model.parameterisations))
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -206,7 +260,9 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 for r, (code, message) in enumerate(zip(sol.codes, sol.message)):
                     if code != 0 and r not in said:
                         said[r] = message
-                at = [int(np.flatnonzero(sol.save_steps == s - k0)[0]) for s in local_snap]
+                # the saved state at each snapshot step; once every run has stopped the loop saves no
+                # more, and a run's state after its stop is its last one: the last save before it
+                at = [int(np.searchsorted(sol.save_steps, s - k0, side="right")) - 1 for s in local_snap]
                 out = {
                     "objective": sol.objective[:, local_rec - k0],
                     "speed": sol.stats["speed"][:, local_rec - k0],
@@ -454,10 +510,8 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
     plots.close(fig)
 
     if cfg.output.animation and gif_panels:
-        from wgflow.experiments.rundir import atomic_write_bytes
-
         data = plots.particles_gif(gif_panels, results["snapshot_times"], teacher_dirs if in_plane else None, teacher_signs, xlabel=xl, ylabel=yl)
-        atomic_write_bytes(rd / "particles.gif", data)
+        rd.write_bytes("particles.gif", data)
 
 
 def report(cfg: Config, rd: RunDir) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Callable, ClassVar, cast
 
 import equinox as eqx
@@ -36,7 +35,7 @@ from jax import Array
 from jax.sharding import Mesh
 
 from wgflow import sharding
-from wgflow.errors import InputError, require
+from wgflow.errors import InputError, require, scalar
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.measure import Measure
@@ -216,8 +215,10 @@ def langevin_gd(
     ``final`` are Measures; ``solution.loop.state.key`` continues the noise.
     """
     _check(objective, mu0)
-    ok = isinstance(temperature, numbers.Real) and not isinstance(temperature, bool) and math.isfinite(temperature) and temperature >= 0
+    T = scalar(temperature, "if")
+    ok = T is not None and math.isfinite(T) and T >= 0
     require(ok, "temperature", "must be a finite number >= 0", "set temperature >= 0 (0 is explicit GD)", temperature)
+    temperature = float(T)  # type: ignore[arg-type]  # checked above
     try:
         key = jnp.asarray(key)
         ok = key.dtype == jnp.uint32 and key.shape == (2,) or jnp.issubdtype(key.dtype, jax.dtypes.prng_key)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from wgflow.errors import InputError, require
+from wgflow.errors import InputError, as_int, require
 from wgflow.flows.schedules import Schedule, step_sizes
 from wgflow.runtime import CompileTimer
 
@@ -853,10 +853,8 @@ def solve(
     """
     require(isinstance(flow, AbstractFlow), "flow", f"must be a wgflow flow (an AbstractFlow), got {type(flow).__name__}")
     name = name or flow.name
-    ok = isinstance(num_steps, (int, np.integer)) and not isinstance(num_steps, bool) and num_steps > 0
-    require(ok, "num_steps", "must be a positive integer", "set num_steps >= 1", num_steps)
-    ok = isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool) and block_size > 0
-    require(ok, "block_size", "must be a positive integer", value=block_size)
+    num_steps = as_int(num_steps, "num_steps")
+    block_size = as_int(block_size, "block_size")
     require(monitor is None or isinstance(monitor, Monitor), "monitor", "must be a wgflow.flows.Monitor or None", value=monitor)
     ok = max_seconds is None or (isinstance(max_seconds, (int, float)) and max_seconds > 0)
     require(ok, "max_seconds", "must be a number > 0", value=max_seconds)

@@ -6,42 +6,16 @@ with the estimate, before anything is allocated.
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 
 from wgflow.errors import InputError
 from wgflow.grid import kernels
 from wgflow.grid.geometry import Grid
+from wgflow.resources import available_memory
+
+__all__ = ["available_memory", "memory_estimate", "check_memory"]
 
 # --------------------------------------------------------------------------- memory
-
-
-def available_memory() -> float:
-    """Bytes of memory available to this process (``MemAvailable``; a cgroup limit if lower)."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    avail = float(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    if avail is None:
-        try:
-            avail = float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            avail = float("inf")
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as fh:
-                raw = fh.read().strip()
-            if raw.isdigit():
-                avail = min(avail, float(raw))
-        except OSError:
-            pass
-    return avail
 
 
 def memory_estimate(grid: Grid, n: int, components: int, dtype, *, hessian: bool = False, snapshots: int = 2) -> dict:

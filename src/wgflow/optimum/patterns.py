@@ -40,6 +40,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from wgflow.errors import InputError, require
+from wgflow.resources import Need, check_needs
 
 MAX_EXACT_RANK = 3
 
@@ -52,6 +53,23 @@ def regions_in_general_position(k: int, rank: int) -> int:
     if k == 0:
         return 1
     return 2 * sum(math.comb(k - 1, i) for i in range(rank))
+
+
+#: bytes per (pattern, data point): the pattern matrix (bool), its sign table and the program's float copy
+BYTES_PER_PATTERN_ENTRY = 18
+#: bytes per pair of data points when the rows' hyperplanes are deduplicated (angles, sines, masks)
+BYTES_PER_PAIR = 40
+
+
+def _refuse_large(nbytes: float, item: str, n: int, growth: str) -> None:
+    fix = f"use fewer data points (this grows like {growth}), or the sampled bounds for large data (dual_bound(...), global_minimum(..., patterns='sampled'))"
+    check_needs([Need(item, nbytes, "data.X", fix)], f"the exact global minimum of {n:,} data points")
+
+
+def pattern_memory(n: int, rank: int) -> float:
+    """Bytes the exact program needs for the activation patterns of ``n`` data points of rank
+    ``rank``: at most ``regions_in_general_position(n, rank)`` patterns × n entries."""
+    return float(regions_in_general_position(n, rank)) * n * BYTES_PER_PATTERN_ENTRY
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -131,6 +149,7 @@ def _hyperplanes(X: np.ndarray, tol: float):
     idx = np.flatnonzero(nonzero)
     if idx.size == 0:
         return np.zeros((0, X.shape[1])), plane, orient
+    _refuse_large(BYTES_PER_PAIR * float(idx.size) ** 2, f"the angles between {idx.size:,} rows", idx.size, "n²")
     U = X[idx] / norms[idx, None]
     # two rows give the same hyperplane iff they are parallel (either sign): sin(angle) ≤ tol
     C = np.clip(np.abs(U @ U.T), 0.0, 1.0)
@@ -315,10 +334,13 @@ def enumerate_patterns(X, *, tol: float = 1e-10) -> Patterns:
     normals_full, plane, orient = _hyperplanes(X, tol)
     k = normals_full.shape[0]
     if k:
-        _, s, Vt = np.linalg.svd(normals_full)
+        # the full Vt (d × d) without the k × k U of a full SVD (k = n: 298 GiB for n = 2·10⁵)
+        _, s, Vt = np.linalg.svd(normals_full, full_matrices=k < d)
         r = int(np.sum(s > tol * s[0] * max(normals_full.shape)))
     else:
         r, Vt = 0, np.eye(d)
+    if 0 < r <= MAX_EXACT_RANK:
+        _refuse_large(pattern_memory(k, r), f"{regions_in_general_position(k, r):,} patterns × {n:,} data points", n, f"n^{r}")
     if r > MAX_EXACT_RANK:
         raise InputError(
             "data.X",

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from wgflow.errors import require
+from wgflow.errors import require, scalar
 from wgflow.measure import Measure
 from wgflow.objective import Objective, make_objective, validate_data
 from wgflow.optimum.dual import NORMS, DualBound, best_scaled_dual, exact_dual_norm, pattern_dual_norms, sampled_bound
@@ -97,8 +97,9 @@ class ConvexProblem:
 
 
 def _check_lam(lam) -> float:
-    ok = isinstance(lam, numbers.Real) and not isinstance(lam, bool) and math.isfinite(lam)
-    require(ok, "lam", "the weight decay must be a finite number", "set lam > 0", lam)
+    v = scalar(lam, "if")
+    require(v is not None and math.isfinite(v), "lam", "the weight decay must be a finite number", "set lam > 0", lam)
+    lam = float(v)  # type: ignore[arg-type]  # checked above
     require(
         lam > 0,
         "lam",

@@ -1,0 +1,237 @@
+"""Run folders: the manifest and what it owns, the lock, resume after SIGKILL / SIGTERM / SIGINT,
+concurrent runs, and a group whose every run stops (a result, not a crash)."""
+
+import hashlib
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wgflow import experiments
+from wgflow.cli import main
+from wgflow.experiments.rundir import MANIFEST, RunDir
+
+TINY = [
+    "sweep.widths=[3, 6]",
+    "sweep.seeds=2",
+    "train.num_steps=300",
+    "output.checkpoint_every=100",
+    "output.snapshots=10",
+    "output.metrics_points=20",
+    "output.animation=false",
+]
+# the subprocess runs: --quick with these (2 groups × 8 segments; about 15 s on 2 slow cores)
+SUB = [
+    "sweep.widths=[3, 6]",
+    "sweep.seeds=2",
+    "train.num_steps=2000",
+    "output.checkpoint_every=250",
+    "output.snapshots=10",
+    "output.metrics_points=20",
+    "output.animation=false",
+]
+
+
+def sets(items):
+    return [a for s in items for a in ("--set", s)]
+
+
+def cli_command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu", "--quick", *sets(SUB), "--out", str(out), *extra]
+
+
+def files_of(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def assert_same_results(a: Path, b: Path) -> None:
+    ra, rb = RunDir(a).load_npz("results.npz"), RunDir(b).load_npz("results.npz")
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+    assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the subprocess config (in this process)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    experiments.run("chizat-bach-relu", SUB, out, quick=True, progress=False)
+    return out
+
+
+# --------------------------------------------------------------------------- ownership
+
+
+def test_force_and_overwrite_never_touch_foreign_files(tmp_path):
+    out = tmp_path / "x"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "model.pt").write_text("keep")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="not a wgflow run folder"):
+        experiments.run("chizat-bach-relu", TINY, out, progress=False)
+    experiments.run("chizat-bach-relu", TINY, out, force=True, progress=False)
+    (out / "later.txt").write_text("added after the run")
+    foreign = {k: v for k, v in files_of(out).items() if k in ("checkpoints/model.pt", "notes.txt", "later.txt")}
+    assert len(foreign) == 3
+    with pytest.raises(Exception, match="--overwrite"):
+        experiments.run("chizat-bach-relu", TINY, out, progress=False)
+    experiments.run("chizat-bach-relu", TINY + ["model.lam=0.001"], out, overwrite=True, progress=False)
+    after = files_of(out)
+    assert {k: after[k] for k in foreign} == foreign
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert not set(foreign) & set(manifest["files"])
+    assert "lam = 0.001" in (out / "config.toml").read_text()
+
+
+def test_manifest_first_lists_every_file_and_the_default_folder_gets_a_fresh_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    original = RunDir.write_bytes
+
+    def write_bytes(self, name, data):
+        seen.append((name, (self.path / MANIFEST).exists()))
+        return original(self, name, data)
+
+    monkeypatch.setattr(RunDir, "write_bytes", write_bytes)
+    rd1, _ = experiments.run("chizat-bach-relu", TINY, progress=False)
+    assert seen and all(first for _, first in seen), seen  # the manifest exists before any file
+    manifest = json.loads((rd1.path / MANIFEST).read_text())
+    assert manifest["state"] == "finished" and manifest["pid"] is None and manifest["config_hash"] and manifest["wgflow"]
+    first = files_of(rd1.path)
+    assert set(manifest["files"]) == set(first) - {MANIFEST}
+    notes = []
+    rd2, _ = experiments.run("chizat-bach-relu", TINY, progress=False, echo=notes.append)
+    assert rd1.path == Path("runs/chizat-bach-relu") and rd2.path == Path("runs/chizat-bach-relu-2")
+    assert files_of(rd1.path) == first  # the first run is untouched
+    assert any("runs/chizat-bach-relu-2" in n for n in notes)
+
+
+def test_stale_lock_is_taken_over_with_a_notice_and_sigint_stops_after_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """SIGINT (in this process) stops the run after the segment's checkpoint: exit 130 and the
+    resume command; a lock whose PID is gone is then taken over with a notice."""
+    import threading
+
+    out = tmp_path / "run"
+
+    def interrupt_after_first_checkpoint():
+        if _wait_for(lambda: (out / "checkpoints").exists() and any((out / "checkpoints").glob("*.npz"))):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_first_checkpoint, daemon=True).start()
+    assert main(["run", "chizat-bach-relu", *sets(TINY), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "SIGINT: stopping after the checkpoint" in err and f"Resume with:\n  wgflow run {out}/config.toml --resume --out {out}" in err, err
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["state"] == "interrupted" and not (out / "summary.json").exists()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    manifest.update(state="running", pid=dead.pid, pid_started=None)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    notes = []
+    experiments.run("chizat-bach-relu", TINY, out, resume=True, progress=False, echo=notes.append)
+    assert any(f"PID {dead.pid}" in n and "no longer running" in n for n in notes), notes
+    assert any("from step" in n for n in notes), notes
+    assert json.loads((out / MANIFEST).read_text())["state"] == "finished"
+
+
+# --------------------------------------------------------------------------- divergence is a result
+
+
+def test_a_group_whose_every_run_stops_keeps_the_other_groups(tmp_path, capsys):
+    """η = 0.4: every signed_square run is unstable within a few steps (all of its group stop in
+    the first segment, before any snapshot: this once raised IndexError); lifted converges."""
+    unstable = TINY + ["train.schedule='constant'", "train.step_size=0.4"]
+    out = tmp_path / "both"
+    assert main(["run", "chizat-bach-relu", *sets(unstable), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 4 of 8 runs did not end successful (unstable 4)" in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    by = {p: [r for r in summary["runs"] if r["parameterisation"] == p] for p in ("signed_square", "lifted")}
+    assert all(r["status"] == "unstable" and r["stop_step"] < 300 and "unstable at step" in r["message"] for r in by["signed_square"])
+    assert all(r["status"] == "successful" and r["stop_step"] == 300 for r in by["lifted"])
+    table = {(r["parameterisation"], r["width"]): r for r in summary["table"]}
+    assert table["signed_square", 3]["unstable"] == 2 and table["lifted", 3]["successful"] == 2
+    assert (out / "final_vs_width.png").stat().st_size > 1000
+    # the healthy group's results are exactly those of a run of that group alone
+    alone = tmp_path / "alone"
+    experiments.run("chizat-bach-relu", unstable + ["model.parameterisations=['lifted']"], alone, progress=False)
+    a, b = RunDir(out).load_npz("results.npz"), RunDir(alone).load_npz("results.npz")
+    lifted = [k for k in b if k.startswith("lifted/")]
+    assert lifted
+    for k in lifted:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- fault injection (subprocesses)
+
+
+def _wait_for(predicate, timeout=120.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    rng = random.Random(2024)
+    moments = [rng.uniform(0.5, 14.0) for _ in range(5)]
+    for delay in moments:
+        resume = (out / MANIFEST).exists()
+        proc = subprocess.Popen(cli_command(out, *(["--resume"] if resume else [])), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        else:  # finished before this moment: nothing left to interrupt
+            assert proc.returncode == 0, proc.stderr.read().decode()
+            break
+    assert main(["run", "chizat-bach-relu", "--quick", *sets(SUB), "--resume", "--out", str(out)]) == 0
+    assert_same_results(reference, out)
+    assert not list(out.rglob(".*.tmp")), "a killed writer's temporary was left behind"
+    assert json.loads((out / MANIFEST).read_text())["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_prints_the_resume_command_and_resumes_bit_identically(tmp_path, reference):
+    sig, code = signal.SIGTERM, 143
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: any((out / "checkpoints").glob("*.npz")) if (out / "checkpoints").exists() else False)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "its checkpoints are kept" in err, err
+    command = err.split("Resume with:")[1].strip().splitlines()[0]
+    assert command.startswith("wgflow run ") and "--resume" in command
+    assert json.loads((out / MANIFEST).read_text())["state"] == "interrupted"
+    assert not (out / "summary.json").exists()
+    assert main(shlex.split(command)[1:]) == 0
+    assert_same_results(reference, out)
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_into_one_folder_one_refuses(tmp_path, reference):
+    out = tmp_path / "run"
+    procs = [subprocess.Popen(cli_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], (codes, errs)
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    assert "in use by a wgflow run in progress" in errs[loser] and f"PID {procs[winner].pid}" in errs[loser], errs[loser]
+    assert "Traceback" not in errs[loser]
+    assert_same_results(reference, out)
+    assert json.loads((out / MANIFEST).read_text())["state"] == "finished"
