@@ -21,6 +21,11 @@ def _x64():
     enable_persistent_cache()
 
 
+PLUGIN_HELP = (
+    "import this module first (from the current directory or sys.path, or a .py path) so that the names it registers work in the config and --set (repeatable)"
+)
+
+
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg="red", err=True)
     raise typer.Exit(2)
@@ -43,6 +48,7 @@ def show_config(
     quick: bool = typer.Option(False, "--quick", help="the --quick version"),
     set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
     describe: bool = typer.Option(False, "--describe", help="list every field with its value in this experiment and its description"),
+    plugin: List[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Print a named experiment's full resolved config (TOML)."""
     from wgflow import experiments
@@ -51,7 +57,7 @@ def show_config(
     from wgflow.experiments.config import dump_toml
 
     try:
-        module, cfg = experiments.load(name, set_, quick)
+        module, cfg = experiments.load(name, set_, quick, plugins=plugin)
     except InputError as exc:
         _fail(exc)
     if describe:
@@ -68,6 +74,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (default: runs/NAME)"),
     quick: bool = typer.Option(False, "--quick", help="a small version of the same experiment (well under a minute)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+    plugin: List[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Run an experiment; writes config, summary.json, metrics.csv, checkpoints and figures to one folder."""
     _x64()
@@ -75,7 +82,7 @@ def run(
     from wgflow.errors import InputError
 
     try:
-        rd, summary = experiments.run(name, set_, out, quick, resume)
+        rd, summary = experiments.run(name, set_, out, quick, resume, plugins=plugin)
     except InputError as exc:
         _fail(exc)
     _print_summary(summary)

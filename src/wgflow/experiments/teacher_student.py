@@ -29,12 +29,14 @@ from wgflow.experiments import optimum_support
 from wgflow.experiments.config import Section, dump_toml
 from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
 from wgflow.experiments.sections import (
+    PLUGINS_HELP,
     ActivationName,
     DataSection,
     InitSection,
     LossName,
     OutputSection,
     ParamName,
+    PluginList,
     ScheduleSection,
     SweepSection,
     recorded_steps,
@@ -85,6 +87,7 @@ class Config(Section):
     name: str = Field("teacher-student", description="experiment name")
     kind: Literal["teacher_student"] = Field(KIND, description="experiment kind (which runner reads this file)")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     data: DataSection = Field(default_factory=DataSection, description="teacher–student data")
     model: ModelSection = Field(default_factory=ModelSection, description="the student")
     init: InitSection = Field(default_factory=InitSection, description="initial measures")
