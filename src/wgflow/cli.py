@@ -1,4 +1,4 @@
-"""The ``wgflow`` command line: list, config, run, report (and optimum, bench)."""
+"""The ``wgflow`` command line: list, config, run, report, compare (and optimum, bench)."""
 
 from __future__ import annotations
 
@@ -105,20 +105,67 @@ def report(directory: Path = typer.Argument(..., help="the folder of a finished 
 
 @app.command("optimum")
 def optimum(
-    data: Path = typer.Option(..., "--data", help=".npz file with arrays X (n, d) and y (n,)"),
-    lam: float = typer.Option(..., "--lam", help="weight decay λ > 0 (seed 001's loss: Σ(f − y)² + λ Σ(|w|² + α²))"),
-    bias: bool = typer.Option(False, "--bias", help="append the constant input 1 (a bias)"),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz file with arrays X (n, d) and y (n,), or a .csv (target: column 'target' or the last)"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="weight decay λ > 0 (F = R + λ Σ(|w|² + α²)); with --data"),
+    bias: bool = typer.Option(False, "--bias", help="append the constant input 1 (a bias); with --data"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object"),
-    norm: str = typer.Option("l2", "--norm", help="l2: weight decay (lifted, signed, split, sphere); l1: signed_square"),
-    reduction: str = typer.Option("sum", "--reduction", help="sum (seed 001) or mean over the data"),
+    norm: str = typer.Option("l2", "--norm", help="l2: weight decay (lifted, signed, split, sphere); l1: signed_square; with --data"),
+    reduction: str = typer.Option("mean", "--reduction", help="mean over the data (as the experiments) or sum (seed 001's loss); with --data"),
+    loss: str = typer.Option("square", "--loss", help="square: (f − y)²; logistic: log(1 + e^(−y f)), labels ±1; with --data"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="a run folder: its own training data, λ, loss and reduction, for each of its parameterisations"),
 ) -> None:
     """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
 
     Exit code 0: certified to a relative gap ≤ 1e-6; 1: solved, gap larger; 2: bad input."""
     _x64()
     from wgflow.optimum import optimum_command
+    from wgflow.optimum.api import optimum_run_command
 
-    raise typer.Exit(optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction))
+    if (data is None) == (run_dir is None):
+        typer.secho("error: give either --data FILE --lam λ (your data) or --run DIR (a run folder)", fg="red", err=True)
+        raise typer.Exit(2)
+    if run_dir is not None:
+        given = [
+            flag
+            for flag, v, default in (
+                ("--lam", lam, None),
+                ("--bias", bias, False),
+                ("--norm", norm, "l2"),
+                ("--reduction", reduction, "mean"),
+                ("--loss", loss, "square"),
+            )
+            if v != default
+        ]
+        if given:
+            typer.secho(f"error: --run takes the data, λ, loss, reduction and parameterisations from the run; drop {', '.join(given)}", fg="red", err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(optimum_run_command(run_dir, json_output))
+    raise typer.Exit(optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction, loss=loss))  # type: ignore[arg-type]  # data is set here
+
+
+@app.command("compare")
+def compare(
+    runs: List[Path] = typer.Argument(..., help="finished run folders (teacher_student or fit kinds)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the figure of objective curves here (.png, .pdf or .svg)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the --out file if it exists"),
+    json_output: bool = typer.Option(False, "--json", help="print the table as JSON (one object per row)"),
+) -> None:
+    """Several runs side by side: one table of medians per (parameterisation, width), one figure of objective curves."""
+    from wgflow.errors import InputError
+    from wgflow.experiments.compare import compare as compare_runs
+    from wgflow.experiments.rundir import to_jsonable
+
+    try:
+        rows, cols, path = compare_runs(runs, out, overwrite=overwrite)
+    except InputError as exc:
+        _fail(exc)
+    if json_output:
+        typer.echo(json.dumps(to_jsonable({"columns": cols, "rows": rows, "figure": str(path) if path else None}), indent=2))
+        return
+    _print_summary(
+        {"experiment": f"compare: {len(runs)} runs", "seconds": 0.0, "table": rows, "print_columns": cols}, timing=False, width=max(140, 14 * len(cols))
+    )
+    typer.echo(f"\nwrote {path}" if path else "\n(--out FILE.png draws the objective curves)")
 
 
 @app.command("bench")
@@ -154,15 +201,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, width=140)
-    timing = f"{summary.get('seconds', 0):.1f} s"
+    console = Console(file=sys.stdout, width=width)
+    took = f"{summary.get('seconds', 0):.1f} s"
     if "compile_seconds" in summary:
-        timing += f", of which compiling {summary['compile_seconds']:.1f} s"
-    console.print(f"[bold]{summary.get('experiment')}[/bold]  ({timing})")
+        took += f", of which compiling {summary['compile_seconds']:.1f} s"
+    console.print(f"[bold]{summary.get('experiment')}[/bold]" + (f"  ({took})" if timing else ""))
     table_rows = summary.get("table") or []
     if table_rows:
         cols = summary.get("print_columns") or list(table_rows[0].keys())
@@ -175,6 +222,8 @@ def _print_summary(summary: dict) -> None:
         for k, v in opt.items():
             if v:
                 console.print(f"certified global minimum for {k}: F* = {v['value']:.8g} (bounds [{v['lower_bound']:.8g}, {v['upper_bound']:.8g}])")
+    for note in summary.get("notes") or []:
+        console.print(note, markup=False)
 
 
 def main() -> None:  # console-script entry point

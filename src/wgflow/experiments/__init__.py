@@ -15,12 +15,12 @@ from types import ModuleType
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
-from wgflow.experiments import jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
+from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
 from wgflow.experiments.plugins import import_plugins
 from wgflow.experiments.rundir import RunDir
 from wgflow.runtime import CompileTimer
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

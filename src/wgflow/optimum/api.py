@@ -21,6 +21,7 @@ from wgflow.optimum.program import (
     ConvexSolver,
     GlobalOptimum,
     _check_lam,
+    excess,
     float64,
     make_problem,
     solve,
@@ -275,3 +276,95 @@ def _print_optimum(opt: GlobalOptimum, ok: bool, indent: str = "") -> None:
     print(f"{indent}network      width {opt.width} after merging the {opt.unmerged_width} atoms of the convex solution")
     print(f"{indent}patterns     {opt.n_patterns}   (chambers {opt.n_regions})")
     print(f"{indent}solve time   {opt.seconds:.3f} s   ({opt.formulation}, {opt.rounds} round(s), status {opt.solver_status})")
+
+
+def read_run(directory: Path) -> tuple[dict, np.ndarray, np.ndarray, dict | None]:
+    """(config, X, y, summary or None) of a finished run folder of a kind that trains two-layer networks
+    (``teacher_student``, ``fit``): its resolved config.toml and the training data kept in results.npz."""
+    import tomllib
+
+    directory = Path(directory)
+    cfg_path, res_path = directory / "config.toml", directory / "results.npz"
+    require(directory.is_dir(), "--run", f"{str(directory)!r} is not a folder", "give the --out folder of a finished run")
+    require(
+        cfg_path.is_file() and res_path.is_file(),
+        "--run",
+        f"{directory} is not a finished wgflow run (no config.toml / results.npz)",
+        "give the --out folder of a run that completed",
+    )
+    try:
+        cfg = tomllib.loads(cfg_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError("--run", f"{cfg_path} is not valid TOML ({exc})") from None
+    model = cfg.get("model")
+    require(
+        isinstance(model, dict) and {"lam", "reduction", "loss", "activation", "parameterisations"} <= set(model),
+        "--run",
+        f"{directory} is a run of the kind {cfg.get('kind')!r}, which has no two-layer model section",
+        "give a run of the teacher_student or fit kind (wgflow run chizat-bach-relu, wgflow run fit)",
+    )
+    with np.load(res_path, allow_pickle=False) as f:
+        require(
+            "X" in f.files and "y" in f.files,
+            "--run",
+            f"{res_path} keeps no training data (X, y): the run was written by an older wgflow",
+            "re-run it with this version, or give the data with --data FILE --lam λ",
+        )
+        X, y = np.asarray(f["X"]), np.asarray(f["y"])
+    summary = None
+    if (directory / "summary.json").is_file():
+        summary = json.loads((directory / "summary.json").read_text())
+    return cfg, X, y, summary
+
+
+def optimum_run_command(directory: Path, json_output: bool, *, formulation: str = "working_set") -> int:
+    """``wgflow optimum --run DIR``: the certified optimum of a run's own training data, λ, loss and
+    reduction, for each of its parameterisations, beside the run's best final objective and excess.
+    Exit codes as :func:`optimum_command`."""
+    from wgflow.objective import make_objective
+
+    try:
+        cfg, X, y, summary = read_run(directory)
+        from wgflow.experiments.plugins import import_plugins
+
+        import_plugins(cfg.get("plugins"))  # a run's registered names (activation, parameterisation, loss)
+        model = cfg["model"]
+        optima: dict[str, GlobalOptimum] = {}
+        for param in model["parameterisations"]:
+            objective = make_objective(X, y, param, model["activation"], model["loss"], model["lam"], model["reduction"])
+            optima[param] = global_minimum_for(objective, ConvexSolver(formulation=formulation))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = (summary or {}).get("runs", [])
+    out: dict = {"run": str(directory), "kind": cfg.get("kind"), "n": int(X.shape[0]), "d": int(X.shape[1]), "optima": {}}
+    all_ok = True
+    for param, opt in optima.items():
+        ok = opt.certified and opt.relative_gap <= 1e-6
+        all_ok &= ok
+        entry = opt.summary()
+        finals = [
+            r["final_objective"]
+            for r in runs
+            if r.get("parameterisation") == param and r.get("status") == "successful" and r.get("final_objective") is not None
+        ]
+        if finals:
+            best = min(finals)
+            entry["run_best_final_objective"] = best
+            entry["run_best_excess"], entry["run_best_relative_excess"] = excess(best, opt)
+            entry["run_successful_runs"] = len(finals)
+        out["optima"][param] = entry
+    if json_output:
+        print(json.dumps(out, indent=2))
+        return 0 if all_ok else 1
+    print(f"run          {directory}  ({cfg.get('kind')}: n = {X.shape[0]}, d = {X.shape[1]} as trained, bias included)")
+    for param, opt in optima.items():
+        entry = out["optima"][param]
+        print(f"\n{param}")
+        _print_optimum(opt, opt.certified and opt.relative_gap <= 1e-6, indent="  ")
+        if "run_best_final_objective" in entry:
+            print(
+                f"  the run      best final F = {entry['run_best_final_objective']:.12g} over {entry['run_successful_runs']} successful run(s): "
+                f"excess {entry['run_best_excess']:.3g} (relative {entry['run_best_relative_excess']:.3g})"
+            )
+    return 0 if all_ok else 1
