@@ -184,6 +184,7 @@ def test_kkt_conditions_hold_at_the_solution(relu_case):
 
 @jax.jit
 def _ott_plan(x, a, b, eps):
+    pytest.importorskip("ott", reason="OTT-JAX (in the test and bench extras) is the reference here")
     from ott.geometry import pointcloud
     from ott.solvers import linear
 

@@ -34,6 +34,7 @@ def test_w2_and_sinkhorn_divergence_of_a_translation():
 
 
 def test_sinkhorn_divergence_matches_ott():
+    pytest.importorskip("ott", reason="OTT-JAX (in the test and bench extras) is the reference here")
     from ott.geometry import pointcloud
     from ott.tools.sinkhorn_divergence import sinkhorn_divergence as ott_sd
 

@@ -1,4 +1,4 @@
-"""The ``wgflow`` command line: list, config, run, report (and optimum, bench).
+"""The ``wgflow`` command line: list, config, run, report, compare (and optimum, bench).
 
 Exit codes: 0 done (a run whose runs diverged or stopped is a result: 0, with a warning line);
 2 bad input or a file problem (one line naming the field or the path); 130 / 143 a run stopped
@@ -32,6 +32,11 @@ def _x64():
 
     jax.config.update("jax_enable_x64", True)
     enable_persistent_cache()
+
+
+PLUGIN_HELP = (
+    "import this module first (from the current directory or sys.path, or a .py path) so that the names it registers work in the config and --set (repeatable)"
+)
 
 
 def _fail(message: object, code: int = EXIT_BAD_INPUT) -> None:
@@ -101,6 +106,7 @@ def show_config(
     quick: bool = typer.Option(False, "--quick", help="the --quick version"),
     set_: List[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
     describe: bool = typer.Option(False, "--describe", help="list every field with its value in this experiment and its description"),
+    plugin: List[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Print a named experiment's full resolved config (TOML)."""
     from wgflow import experiments
@@ -108,7 +114,7 @@ def show_config(
     from wgflow.experiments.config import dump_toml
 
     with _clean_errors():
-        module, cfg = experiments.load(name, set_, quick)
+        module, cfg = experiments.load(name, set_, quick, plugins=plugin)
     if describe:
         for key, value, desc in describe_fields(module.Config, values=cfg):
             typer.echo(f"{key:32s} {value:24s} {desc}")
@@ -125,13 +131,14 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --out from its last checkpoints"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out (only the files its manifest lists are deleted)"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not a wgflow run (never over its files)"),
+    plugin: List[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
 ) -> None:
     """Run an experiment; writes config, summary.json, metrics.csv, checkpoints and figures to one folder."""
     from wgflow import experiments
 
     with _clean_errors():
         _x64()
-        rd, summary = experiments.run(name, set_, out, quick, resume, overwrite=overwrite, force=force)
+        rd, summary = experiments.run(name, set_, out, quick, resume, overwrite=overwrite, force=force, plugins=plugin)
     _print_summary(summary)
     typer.echo(f"\nwrote {rd.path}/: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
     _warn_unsuccessful(summary, rd.path)
@@ -167,12 +174,14 @@ def report(directory: Path = typer.Argument(..., help="the folder of a finished 
 
 @app.command("optimum")
 def optimum(
-    data: Path = typer.Option(..., "--data", help=".npz file with arrays X (n, d) and y (n,)"),
-    lam: float = typer.Option(..., "--lam", help="weight decay λ > 0 (seed 001's loss: Σ(f − y)² + λ Σ(|w|² + α²))"),
-    bias: bool = typer.Option(False, "--bias", help="append the constant input 1 (a bias)"),
+    data: Optional[Path] = typer.Option(None, "--data", help=".npz file with arrays X (n, d) and y (n,), or a .csv (target: column 'target' or the last)"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="weight decay λ > 0 (F = R + λ Σ(|w|² + α²)); with --data"),
+    bias: bool = typer.Option(False, "--bias", help="append the constant input 1 (a bias); with --data"),
     json_output: bool = typer.Option(False, "--json", help="print one JSON object"),
-    norm: str = typer.Option("l2", "--norm", help="l2: weight decay (lifted, signed, split, sphere); l1: signed_square"),
-    reduction: str = typer.Option("sum", "--reduction", help="sum (seed 001) or mean over the data"),
+    norm: str = typer.Option("l2", "--norm", help="l2: weight decay (lifted, signed, split, sphere); l1: signed_square; with --data"),
+    reduction: str = typer.Option("mean", "--reduction", help="mean over the data (as the experiments) or sum (a plain sum of the losses); with --data"),
+    loss: str = typer.Option("square", "--loss", help="square: (f − y)²; logistic: log(1 + e^(−y f)), labels ±1; with --data"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="a run folder: its own training data, λ, loss and reduction, for each of its parameterisations"),
 ) -> None:
     """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
 
@@ -180,9 +189,50 @@ def optimum(
     with _clean_errors():
         _x64()
         from wgflow.optimum import optimum_command
+        from wgflow.optimum.api import optimum_run_command
 
-        code = optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction)
-    raise typer.Exit(code)
+        if (data is None) == (run_dir is None):
+            typer.secho("error: give either --data FILE --lam λ (your data) or --run DIR (a run folder)", fg="red", err=True)
+            raise typer.Exit(2)
+        if run_dir is not None:
+            given = [
+                flag
+                for flag, v, default in (
+                    ("--lam", lam, None),
+                    ("--bias", bias, False),
+                    ("--norm", norm, "l2"),
+                    ("--reduction", reduction, "mean"),
+                    ("--loss", loss, "square"),
+                )
+                if v != default
+            ]
+            if given:
+                typer.secho(f"error: --run takes the data, λ, loss, reduction and parameterisations from the run; drop {', '.join(given)}", fg="red", err=True)
+                raise typer.Exit(2)
+            raise typer.Exit(optimum_run_command(run_dir, json_output))
+        raise typer.Exit(optimum_command(data, lam, bias, json_output, norm=norm, reduction=reduction, loss=loss))  # type: ignore[arg-type]  # data is set here
+
+
+@app.command("compare")
+def compare(
+    runs: List[Path] = typer.Argument(..., help="finished run folders (teacher_student or fit kinds)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the figure of objective curves here (.png, .pdf or .svg)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the --out file if it exists"),
+    json_output: bool = typer.Option(False, "--json", help="print the table as JSON (one object per row)"),
+) -> None:
+    """Several runs side by side: one table of medians per (parameterisation, width), one figure of objective curves."""
+    from wgflow.experiments.compare import compare as compare_runs
+    from wgflow.experiments.rundir import to_jsonable
+
+    with _clean_errors():
+        rows, cols, path = compare_runs(runs, out, overwrite=overwrite)
+    if json_output:
+        typer.echo(json.dumps(to_jsonable({"columns": cols, "rows": rows, "figure": str(path) if path else None}), indent=2))
+        return
+    _print_summary(
+        {"experiment": f"compare: {len(runs)} runs", "seconds": 0.0, "table": rows, "print_columns": cols}, timing=False, width=max(140, 14 * len(cols))
+    )
+    typer.echo(f"\nwrote {path}" if path else "\n(--out FILE.png draws the objective curves)")
 
 
 @app.command("bench")
@@ -215,15 +265,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=sys.stdout, width=140)
-    timing = f"{summary.get('seconds', 0):.1f} s"
+    console = Console(file=sys.stdout, width=width)
+    took = f"{summary.get('seconds', 0):.1f} s"
     if "compile_seconds" in summary:
-        timing += f", of which compiling {summary['compile_seconds']:.1f} s"
-    console.print(f"[bold]{summary.get('experiment')}[/bold]  ({timing})")
+        took += f", of which compiling {summary['compile_seconds']:.1f} s"
+    console.print(f"[bold]{summary.get('experiment')}[/bold]" + (f"  ({took})" if timing else ""))
     table_rows = summary.get("table") or []
     if table_rows:
         cols = summary.get("print_columns") or list(table_rows[0].keys())
@@ -236,6 +286,8 @@ def _print_summary(summary: dict) -> None:
         for k, v in opt.items():
             if v:
                 console.print(f"certified global minimum for {k}: F* = {v['value']:.8g} (bounds [{v['lower_bound']:.8g}, {v['upper_bound']:.8g}])")
+    for note in summary.get("notes") or []:
+        console.print(note, markup=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,17 @@
-"""Data: teacher–student generators and loading X, y from ``.npz`` / ``.csv``.
+"""Data: teacher–student generators, a user's X, y from ``.npz`` / ``.csv``, and preparing them.
+
+:func:`load_data` reads a user's file (:func:`load_csv`, :func:`load_npz`) with one clear
+error per problem; :func:`split`, :func:`standardise` and :func:`classes_to_pm1` prepare it
+the way ``wgflow run fit`` does (docs/own-data.md).
 
 A bias is an extra input coordinate fixed to 1 (DESIGN §1): :func:`with_bias`.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import math
 import zipfile
 from pathlib import Path
 from typing import cast
@@ -32,6 +38,9 @@ class Dataset:
     teacher: PlainNetwork | None = None
     bias: bool = False
     noise: float = 0.0
+    source: str | None = None  # the file it was read from, if any
+    feature_names: tuple[str, ...] | None = None  # the CSV header's input columns
+    target_name: str | None = None  # the CSV header's target column
 
     @property
     def n(self) -> int:
@@ -96,63 +105,243 @@ def teacher_student(
     return Dataset(X, y, teacher, bias, noise)
 
 
-def load_npz(path: str | Path, x_key: str = "X", y_key: str = "y", bias: bool = False) -> Dataset:
-    """X and y from an ``.npz`` file (keys ``X`` and ``y`` unless told otherwise)."""
+def _file_error(field: str, path: Path, problem: str, fix: str) -> InputError:
+    return InputError(field, f"{path}: {problem}", fix)
+
+
+def _existing_file(path: str | Path, kind: str) -> Path:
     path = Path(path)
-    fix = f"give an .npz file with numeric arrays {x_key!r} (n, d) and {y_key!r} (n,), e.g. from np.savez(path, {x_key}=X, {y_key}=y)"
-    require(path.exists(), "data.path", f"file {str(path)!r} does not exist", "give the path of an .npz file")
-    require(not path.is_dir(), "data.path", f"{path} is a folder, not an .npz file", fix)
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    require(head != b"\x93NUMPY", "data.path", f"{path} holds a single array (.npy), not an .npz archive of X and y", fix)
-    require(head.startswith(b"PK"), "data.path", f"{path} is not an .npz file (not a zip archive)", fix)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            files = list(f.files)
-            missing = [key for key in (x_key, y_key) if key not in files]
-            arrays = {key: f[key] for key in (x_key, y_key) if key in files}
-    except ValueError as exc:  # an object array: numpy refuses to unpickle it
-        raise InputError("data.path", f"{path} holds an array numpy cannot read without unpickling ({exc})", fix) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError("data.path", f"{path} is a damaged .npz file ({exc})", fix) from None
-    require(
-        not missing,
-        "data.path",
-        f"{path.name} has no array {missing[0] if missing else ''!r} (it has {files})",
-        f"save X and y under the keys {x_key!r} and {y_key!r}",
-    )
-    X, y = validate_data(arrays[x_key], arrays[y_key])
-    return Dataset(with_bias(X) if bias else X, y, None, bias)
+    if not path.exists():
+        raise InputError("data.path", f"file {str(path)!r} does not exist", f"give the path of a {kind} file (relative to the current directory)")
+    if not path.is_file():
+        raise InputError("data.path", f"{str(path)!r} is not a file", f"give the path of a {kind} file")
+    return path
 
 
-def load_csv(path: str | Path, target: int | str = -1, bias: bool = False, delimiter: str = ",") -> Dataset:
-    """X and y from a ``.csv`` file: one row per sample, the ``target`` column is y.
-
-    A header line is detected (a first row that is not numeric) and skipped;
-    ``target`` may be a column index or a header name.
-    """
-    path = Path(path)
-    require(path.exists(), "data.path", f"file {str(path)!r} does not exist", "give the path of a .csv file")
-    require(not path.is_dir(), "data.path", f"{path} is a folder, not a .csv file", "give the path of a .csv file")
-    with path.open() as fh:
-        first = fh.readline().strip().split(delimiter)
-    try:
-        [float(v) for v in first]
-        header = None
-    except ValueError:
-        header = [h.strip() for h in first]
-    try:
-        table = np.loadtxt(path, delimiter=delimiter, skiprows=1 if header else 0, ndmin=2)
-    except ValueError as exc:
-        raise InputError("data.path", f"{path.name} is not a numeric table ({exc})", "give one number per cell") from None
-    if isinstance(target, str):
-        require(
-            header is not None and target in header, "data.target", f"no column named {target!r}", f"use one of {header}" if header else "give a column index"
+def _bad_rows(path: Path, X: np.ndarray, y: np.ndarray, lines: list[int] | None = None) -> None:
+    """An error naming the rows (or the file's ``lines``) where X or y is missing, NaN or inf."""
+    bad_x = ~np.all(np.isfinite(X), axis=1)
+    bad_y = ~np.isfinite(y)
+    bad = bad_x | bad_y
+    if bad.any():
+        idx = np.flatnonzero(bad).tolist()
+        rows = "rows" if lines is None else "lines"
+        if lines is not None:
+            idx = [lines[i] for i in idx]
+        shown = ", ".join(map(str, idx[:8])) + (", …" if len(idx) > 8 else "")
+        raise _file_error(
+            "data.X" if bad_x.any() else "data.y",
+            path,
+            f"{len(idx)} of {len(bad)} rows have missing, NaN or infinite values ({rows} {shown})",
+            "drop or fill those rows before training",
         )
-        target = cast("list[str]", header).index(target)  # required above
-    ncol = table.shape[1]
-    require(-ncol <= target < ncol and ncol >= 2, "data.target", f"column {target} is out of range for {ncol} columns", "give a valid column index")
-    t = target % ncol
+
+
+def load_npz(path: str | Path, x_key: str = "X", y_key: str = "y", bias: bool = False) -> Dataset:
+    """X (n, d) and y (n,) from an ``.npz`` file (keys ``X`` and ``y`` unless told otherwise).
+
+    Every problem — not an npz archive, a missing key, arrays of Python objects or strings,
+    wrong shapes, NaN/inf rows — is one :class:`InputError` naming the file and the fix,
+    raised before any compute.
+    """
+    path = _existing_file(path, ".npz")
+    fix_save = f"save it with numpy.savez({str(path)!r}, {x_key}=X, {y_key}=y), X of shape (n, d) and y of shape (n,), both numeric"
+    if not zipfile.is_zipfile(path):
+        raise _file_error("data.path", path, "is not an .npz archive (not a zip file)", fix_save)
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _file_error("data.path", path, f"is not a readable .npz archive ({exc})", fix_save) from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise _file_error("data.path", path, "holds a single array (.npy), not an archive of X and y", fix_save)
+    with f:
+        arrays = {}
+        for key in (x_key, y_key):
+            if key not in f.files:
+                raise _file_error("data.path", path, f"has no array {key!r} (it has {f.files})", fix_save)
+            try:
+                arrays[key] = f[key]
+            except ValueError as exc:  # object arrays need pickle, which is never enabled
+                raise _file_error("data.path", path, f"array {key!r} holds Python objects, not numbers ({exc})", fix_save) from None
+    X, y = arrays[x_key], arrays[y_key]
+    for key, a in ((x_key, X), (y_key, y)):
+        if a.dtype.kind not in "biuf":
+            raise _file_error("data.path", path, f"array {key!r} has dtype {a.dtype}, not a real number type", fix_save)
+    if X.ndim == 1:
+        raise _file_error("data.X", path, f"array {x_key!r} is 1-D (shape {X.shape})", f"save one row per sample: {x_key}.reshape(-1, 1) for a single feature")
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise _file_error("data.X", path, f"array {x_key!r} has shape {X.shape}, expected (n, d) with n, d ≥ 1", fix_save)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise _file_error(
+            "data.y",
+            path,
+            f"array {y_key!r} has shape {y.shape} for {X.shape[0]} rows of {x_key!r}",
+            f"save one label per row: {y_key} of shape ({X.shape[0]},)",
+        )
+    X, y = X.astype(np.float64), y.astype(np.float64)
+    _bad_rows(path, X, y)
+    X, y = validate_data(X, y)
+    return Dataset(with_bias(X) if bias else X, y, None, bias, source=str(path))
+
+
+MISSING = ("", "nan", "na", "n/a", "null", "none", "?")
+
+
+def load_csv(
+    path: str | Path,
+    target: int | str | None = None,
+    bias: bool = False,
+    delimiter: str = ",",
+    header: bool | None = None,
+) -> Dataset:
+    """X and y from a ``.csv`` file: one row per sample, one number per cell.
+
+    ``header``: whether the first row names the columns (None: detected — a first row with
+    a cell that is not a number). ``target``: the column of y, a header name or an index
+    (None: the column named ``target`` if the header has one, else the last column).
+    Empty cells and NA/NaN count as missing. A ragged row, a cell that is not a number, a
+    missing value or an unknown column is one :class:`InputError` naming the file, the
+    line and the fix, raised before any compute.
+    """
+    path = _existing_file(path, ".csv")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [(i + 1, row) for i, row in enumerate(csv.reader(fh, delimiter=delimiter)) if any(c.strip() for c in row)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise _file_error("data.path", path, f"is not a readable text table ({exc})", "give a comma-separated text file, one row per sample") from None
+    if not rows:
+        raise _file_error("data.path", path, "is empty", "give one row per sample (and optionally a header row)")
+
+    def number(cell: str) -> float | None:
+        c = cell.strip()
+        if c.lower() in MISSING:
+            return math.nan
+        try:
+            return float(c)
+        except ValueError:
+            return None
+
+    first = rows[0][1]
+    if header is None:
+        header = any(number(c) is None for c in first)
+    names = [c.strip() for c in first] if header else [f"column {i}" for i in range(len(first))]
+    body = rows[1:] if header else rows
+    ncol = len(first)
+    if not body:
+        raise _file_error("data.path", path, "has a header but no data rows", "give one row per sample below the header")
+    if ncol < 2:
+        raise _file_error(
+            "data.path", path, f"has {ncol} column; X and y need at least two", f"put the inputs and the target in separate columns (delimiter {delimiter!r})"
+        )
+    table = np.empty((len(body), ncol))
+    for r, (line, row) in enumerate(body):
+        if len(row) != ncol:
+            raise _file_error(
+                "data.path",
+                path,
+                f"line {line} has {len(row)} cells, the {'header' if header else 'first row'} has {ncol}",
+                "give every row the same number of cells",
+            )
+        for c, cell in enumerate(row):
+            v = number(cell)
+            if v is None:
+                raise _file_error(
+                    "data.path",
+                    path,
+                    f"line {line}, column {names[c]!r}: {cell.strip()!r} is not a number",
+                    "give one number per cell (encode a category as numbers, drop text columns)"
+                    + ("" if header or r > 0 else "; a header row must come first"),
+                )
+            table[r, c] = v
+    if target is None:
+        t = names.index("target") if header and "target" in names else ncol - 1
+    elif isinstance(target, str):
+        if not header or target not in names:
+            raise _file_error(
+                "data.target",
+                path,
+                f"has no column named {target!r}" + (f" (its columns: {names})" if header else " (it has no header row)"),
+                "give one of its column names, or a column index (0-based; -1: the last)",
+            )
+        t = names.index(target)
+    else:
+        if not (-ncol <= int(target) < ncol):
+            raise _file_error("data.target", path, f"column {target} is out of range for {ncol} columns", f"give an index in [-{ncol}, {ncol - 1}]")
+        t = int(target) % ncol
     X = np.delete(table, t, axis=1)
-    X, y = validate_data(X, table[:, t])
-    return Dataset(with_bias(X) if bias else X, y, None, bias)
+    y = table[:, t]
+    _bad_rows(path, X, y, lines=[line for line, _ in body])
+    X, y = validate_data(X, y)
+    features = tuple(n for i, n in enumerate(names) if i != t)
+    return Dataset(with_bias(X) if bias else X, y, None, bias, source=str(path), feature_names=features, target_name=names[t])
+
+
+def load_data(path: str | Path, *, target: int | str | None = None, bias: bool = False, delimiter: str | None = None, header: bool | None = None) -> Dataset:
+    """X and y from a user's file, by its suffix: ``.csv`` / ``.txt`` / ``.tsv`` (:func:`load_csv`) or ``.npz`` (:func:`load_npz`)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        require(target is None, "data.target", "is for CSV files; an .npz file gives its arrays X and y", "leave data.target unset")
+        return load_npz(path, bias=bias)
+    if suffix in (".csv", ".txt", ".tsv"):
+        return load_csv(path, target=target, bias=bias, delimiter=delimiter or ("\t" if suffix == ".tsv" else ","), header=header)
+    raise InputError(
+        "data.path", f"{str(path)!r} is neither a .csv nor an .npz file", "give a CSV table (header optional) or an .npz archive with arrays X and y"
+    )
+
+
+# --------------------------------------------------------------------------- preparing a user's data
+
+
+def split(ds: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """(train, test): a random ``test_fraction`` of the rows held out (None when it is 0).
+
+    At least one row on each side; a fraction that leaves no training row is refused."""
+    require(0 <= test_fraction < 1, "data.test_fraction", "must be in [0, 1)", value=test_fraction)
+    n = ds.n
+    n_test = int(round(test_fraction * n))
+    if test_fraction > 0:
+        n_test = max(n_test, 1)
+    require(n - n_test >= 1, "data.test_fraction", f"leaves no training row of the {n}", "use a smaller fraction or more data")
+    if n_test == 0:
+        return ds, None
+    perm = np.random.default_rng(seed).permutation(n)
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    pick = lambda idx: dataclasses.replace(ds, X=ds.X[idx], y=ds.y[idx])
+    return pick(train), pick(test)
+
+
+def standardise(train: Dataset, test: Dataset | None = None) -> tuple[Dataset, Dataset | None, np.ndarray, np.ndarray]:
+    """Each input column centred and scaled to unit variance with the *training* mean and standard
+    deviation (applied to both sides; a constant column is only centred). A bias column is left alone.
+    Returns (train, test, mean, std)."""
+    cols = train.X.shape[1] - int(train.bias)
+    mean = np.zeros(train.X.shape[1])
+    std = np.ones(train.X.shape[1])
+    mean[:cols] = train.X[:, :cols].mean(axis=0)
+    sd = train.X[:, :cols].std(axis=0)
+    std[:cols] = np.where(sd > 0, sd, 1.0)
+
+    def apply(ds: Dataset | None) -> Dataset | None:
+        return None if ds is None else dataclasses.replace(ds, X=((ds.X - mean) / std).astype(ds.X.dtype))
+
+    return cast(Dataset, apply(train)), apply(test), mean[:cols], std[:cols]
+
+
+def classes_to_pm1(y: np.ndarray, field: str = "data.y") -> tuple[np.ndarray, dict[float, float]]:
+    """Labels of two classes as −1 and +1 (the smaller value → −1), for a loss that needs ±1.
+
+    Returns (labels, mapping from each original value to ±1). More or fewer than two distinct
+    values is an :class:`InputError`."""
+    values = np.unique(y)
+    if values.size != 2:
+        shown = values[:6].tolist()
+        raise InputError(
+            field,
+            f"a classification loss needs exactly two classes, the target has {values.size} distinct value(s) {shown}{' …' if values.size > 6 else ''}",
+            "use the square loss for a real-valued target (model.loss = 'square'), or give a target with two classes",
+        )
+    lo, hi = float(values[0]), float(values[1])
+    return np.where(y == hi, 1.0, -1.0).astype(y.dtype), {lo: -1.0, hi: 1.0}

@@ -369,8 +369,136 @@ def density_vs_particles_gif(
     return _gif(fig, draw, range(len(rows)), fps)
 
 
+def plot_measure(
+    mu,
+    parameterisation=None,
+    *,
+    activation: str = "relu",
+    ax=None,
+    title: str | None = None,
+    teacher_directions: np.ndarray | None = None,
+    teacher_signs: np.ndarray | None = None,
+    size: float = 4.2,
+):
+    """One measure in one call: a particle cloud (a :class:`~wgflow.measure.Measure`) or a grid
+    density (a :class:`~wgflow.grid.GridMeasure`). Returns the matplotlib ``Figure``.
+
+    Particles: with ``parameterisation`` (a name or a :class:`~wgflow.units.Parameterisation`),
+    each atom is drawn at ``|c(θ)| v(θ)`` (its unit is ``c(θ) σ(v(θ)·x)``; for ReLU this is the
+    2-homogeneous representative Chizat & Bach draw), coloured by the sign of its output weight
+    times its mass (red +, blue −), with an area proportional to ``|mass|``; without it, at the
+    first two coordinates of θ. Grid: the signed density Σ_c sign_c · mass_c / cell volume on
+    the first two grid axes (further axes summed over; one axis: a curve). ``ax``: draw into
+    these axes (its figure is returned). ``teacher_directions``: dashed rays, as in the
+    experiments' figures.
+    """
+    from wgflow.grid.measures import GridMeasure
+    from wgflow.measure import Measure
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(size + (1.0 if isinstance(mu, GridMeasure) else 0.0), size))
+    else:
+        fig = ax.figure
+    if isinstance(mu, GridMeasure):
+        _plot_grid_density(fig, ax, mu)
+    elif isinstance(mu, Measure):
+        _plot_particles(ax, mu, parameterisation, activation)
+    else:
+        from wgflow.errors import InputError
+
+        raise InputError("mu", f"must be a wgflow Measure or GridMeasure, got {type(mu).__name__}")
+    if teacher_directions is not None:
+        lim = max(abs(v) for v in (*ax.get_xlim(), *ax.get_ylim()))
+        dirs = np.asarray(teacher_directions)[:, :2]
+        _teacher_rays(ax, dirs, teacher_signs if teacher_signs is not None else np.ones(len(dirs)), lim)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_particles(ax, mu, parameterisation, activation: str) -> None:
+    from wgflow.errors import InputError
+
+    pos, mass = np.asarray(mu.positions, float), np.asarray(mu.masses, float)
+    if pos.ndim != 2:
+        raise InputError("mu", f"has positions of shape {pos.shape}: a batch of measures", "plot one of them: Measure(mu.positions[i], mu.masses[i])")
+    if parameterisation is not None:
+        from wgflow.units import get_parameterisation
+
+        unit = get_parameterisation(parameterisation, activation)
+        c = np.broadcast_to(np.asarray(unit.output_weight(pos), float), mass.shape)
+        pts = np.abs(c)[:, None] * np.asarray(unit.direction(pos), float)
+        signs = np.where(c * mass < 0, -1.0, 1.0)
+        xlabel, ylabel = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
+        what = f"{unit.name} particles, unit $c(\\theta)\\,\\sigma(v(\\theta)\\cdot x)$"
+    else:
+        pts, signs = pos, np.where(mass < 0, -1.0, 1.0)
+        xlabel, ylabel = r"$\theta_1$", r"$\theta_2$"
+        what = "particles (first two coordinates of θ)"
+    if pts.shape[1] == 1:
+        pts = np.concatenate([pts, np.zeros_like(pts)], axis=1)
+        ylabel = "(one coordinate)"
+    scale = np.abs(mass) / max(float(np.abs(mass).max()), 1e-300)
+    ax.scatter(pts[:, 0], pts[:, 1], s=4.0 + 60.0 * scale, c=np.where(signs > 0, POS, NEG), alpha=0.7, linewidths=0)
+    ax.scatter([], [], s=20, c=POS, label="positive output weight × mass")
+    ax.scatter([], [], s=20, c=NEG, label="negative")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", title=f"{len(mass)} atoms, area ∝ |mass|", title_fontsize=7)
+    ax.set_title(what, fontsize=9)
+
+
+def _plot_grid_density(fig, ax, gm) -> None:
+    grid = gm.grid
+    masses = np.asarray(gm.masses, float)
+    signed = np.tensordot(np.asarray(gm.signs, float), masses, axes=1)  # (N,)
+    density = signed / grid.volumes()
+    names = ["angle φ (rad)" if (k == 0 and grid.embedding == "circle") else f"grid coordinate ξ$_{k + 1}$" for k in range(grid.ndim)]
+    kind = "signed density Σ sign·mass / cell volume"
+    if len(grid.blocks) > 1:  # several blocks: the points, coloured by density
+        xi = grid.coords()
+        lim = max(float(np.abs(density).max()), 1e-300)
+        sc = ax.scatter(xi[:, 0], xi[:, 1] if grid.ndim > 1 else np.zeros(len(xi)), c=density, cmap="RdBu_r", vmin=-lim, vmax=lim, s=6)
+        fig.colorbar(sc, ax=ax, label=kind)
+    elif grid.ndim == 1:
+        ax.plot(grid.blocks[0][0].points, density, color="k")
+        ax.set_ylabel(kind)
+    else:
+        shape = grid.shape
+        cell = grid.volumes().reshape(shape)
+        mass_nd = signed.reshape(shape)
+        if grid.ndim > 2:  # marginal on the first two axes: mass summed, divided by the 2-D cell area
+            other = tuple(range(2, grid.ndim))
+            mass2 = mass_nd.sum(axis=other)
+            area = np.outer(grid.blocks[0][0].widths, grid.blocks[0][1].widths)
+            dens2 = mass2 / area
+            kind = "marginal " + kind
+        else:
+            dens2 = mass_nd / cell
+        a0, a1 = grid.blocks[0][0], grid.blocks[0][1]
+        lim = max(float(np.abs(dens2).max()), 1e-300)
+        mesh = ax.pcolormesh(_edges(a0.points), _edges(a1.points), dens2.T, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="flat")
+        fig.colorbar(mesh, ax=ax, label=kind)
+    ax.set_xlabel(names[0])
+    if grid.ndim > 1:
+        ax.set_ylabel(names[1])
+    ax.set_title(f"grid measure: N = {grid.size} points, total |mass| {float(np.abs(masses).sum()):.3g}", fontsize=9)
+
+
+def _edges(points: np.ndarray) -> np.ndarray:
+    """Cell edges around ``points`` (midpoints between them, half a cell beyond the ends)."""
+    p = np.asarray(points, float)
+    if p.size == 1:
+        return np.array([p[0] - 0.5, p[0] + 0.5])
+    mid = (p[1:] + p[:-1]) / 2
+    return np.concatenate([[p[0] - (mid[0] - p[0])], mid, [p[-1] + (p[-1] - mid[-1])]])
+
+
 def close(fig) -> None:
     plt.close(fig)
 
 
-__all__ = ["particle_paths", "objective_bands", "final_vs_width", "lines", "particles_gif", "close"]
+__all__ = ["particle_paths", "objective_bands", "final_vs_width", "lines", "particles_gif", "plot_measure", "close"]

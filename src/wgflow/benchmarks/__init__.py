@@ -74,6 +74,6 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r.get('benchmark', '')} | {r['name']} | {fmt(r.get('seconds'))} | {fmt(r.get('baseline_seconds'))} | "
             f"{'—' if ratio is None else f'{ratio:.2f}×'} | {'—' if frac is None else f'{100 * frac:.1f}%'} | "
-            f"{r.get('target', r.get('error', ''))} |"
+            f"{'; '.join(str(v) for v in (r.get('target', r.get('error', '')), r.get('note')) if v)} |"
         )
     return "\n".join(lines)

@@ -56,3 +56,11 @@ def run_fresh(script: str, *, env: dict | None = None, timeout: float = 3600) ->
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+BENCH_EXTRA = "pip install 'wgflow[bench]'"
+
+
+def missing_baseline(package: str) -> str:
+    """What a row says when the optional baseline ``package`` is not installed."""
+    return f"skipped: {package} is not installed ({BENCH_EXTRA} installs the benchmark baselines)"

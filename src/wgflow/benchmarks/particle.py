@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 
-from wgflow.benchmarks.common import best_time, matmul_gflops
+from wgflow.benchmarks.common import best_time, matmul_gflops, missing_baseline
 
 SIZES = [(1024, 4096, 20), (4096, 16384, 20), (1024, 100000, 20), (256, 4096, 2), (10000, 1000, 100)]
 QUICK_SIZES = [(1024, 4096, 20), (256, 4096, 2)]
@@ -107,6 +107,7 @@ def run(quick: bool = False) -> list[dict]:
                 "baseline_seconds": baseline,
                 "numpy_seconds": t_np,
                 "torch_seconds": t_torch,
+                **({} if have_torch else {"note": missing_baseline("torch") + "; baseline: NumPy only"}),
                 "ratio": baseline / t_wg,
                 "gflops": flops / t_wg / 1e9,
                 "fraction_of_peak": flops / t_wg / 1e9 / peak,

@@ -199,7 +199,7 @@ class _Worker:
 
 def _bench_config(cfg: dict, rounds: int, per_round: int, torch_py: str | None) -> dict:
     ours = _Worker(sys.executable, "jax", cfg)
-    base, skipped = None, "skipped: torch not installed"
+    base, skipped = None, "skipped: torch is not installed (pip install 'wgflow[bench]' installs the benchmark baselines)"
     if torch_py:
         try:
             base = _Worker(torch_py, "torch", cfg)

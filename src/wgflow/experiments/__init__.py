@@ -1,7 +1,10 @@
 """Named experiments: TOML configs, their runners, and result folders.
 
 An experiment *kind* is a module with a pydantic ``Config``, ``run(cfg, run_dir, resume=, progress=)``,
-``report(cfg, run_dir)`` and optionally ``estimate(cfg) -> list[Need]`` (memory, checked before any compute). A *named experiment* is a TOML file in ``configs/`` naming its kind.
+``report(cfg, run_dir)``, optionally ``estimate(cfg) -> list[Need]`` (memory, checked before any compute)
+and ``check(cfg)`` (run before a run folder is touched, e.g. reading the user's data file). A *named
+experiment* is a TOML file in ``configs/`` naming its kind. Plugins (:mod:`wgflow.experiments.plugins`:
+``--plugin`` and the config key ``plugins``) are imported before a config is validated.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from typing import Callable
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
-from wgflow.experiments import jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
+from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
+from wgflow.experiments.plugins import import_plugins
 from wgflow.experiments.rundir import RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals
 from wgflow.resources import Need, check_needs
 from wgflow.runtime import CompileTimer
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -42,8 +46,11 @@ def _resolve_path(name_or_path: str) -> Path:
     raise InputError("experiment", f"no named experiment {name_or_path!r} and no such file", f"use one of {sorted(table)} or a path to a .toml file")
 
 
-def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), quick: bool = False):
-    """(kind module, validated config) from a name or a TOML path, with ``--quick`` and ``--set`` applied."""
+def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), quick: bool = False, *, plugins=(), check: bool = False):
+    """(kind module, validated config) from a name or a TOML path, with ``--quick`` and ``--set`` applied.
+
+    ``plugins`` (``--plugin``) and the config's own ``plugins`` are imported before validation and
+    recorded in the config. ``check``: also run the kind's ``check(cfg)`` (``wgflow run`` does)."""
     raw = _config.load_toml(_resolve_path(name_or_path))
     quick_table = raw.pop("quick", {})
     kind = raw.get("kind")
@@ -55,7 +62,12 @@ def load(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), quick: 
         _config.set_path(raw, key, value)
     if quick:
         raw["name"] = raw.get("name", "experiment")
-    return KINDS[kind], _config.validate(KINDS[kind].Config, raw)
+    if plugins or "plugins" in raw:
+        raw["plugins"] = import_plugins(raw.get("plugins"), plugins)
+    cfg = _config.validate(KINDS[kind].Config, raw)
+    if check and hasattr(KINDS[kind], "check"):
+        KINDS[kind].check(cfg)
+    return KINDS[kind], cfg
 
 
 def default_out(cfg, quick: bool = False) -> Path:
@@ -113,6 +125,7 @@ def run(
     overwrite: bool = False,
     force: bool = False,
     echo: Callable[[str], None] | None = None,
+    plugins=(),
 ) -> tuple[RunDir, dict]:
     """Run an experiment into a folder; every check (config, memory, the folder) comes before
     any file is written or any compute starts (docs/experiments.md: what a run folder guarantees).
@@ -121,10 +134,11 @@ def run(
     run, unless ``resume``, ``overwrite`` or ``force``). ``resume``: continue the run there from
     its checkpoints. ``overwrite``: replace the run there. ``force``: write into a non-empty
     folder that is not a wgflow run (never over its files), or take over the lock of a run on
-    another host. ``echo``: where notices go (default: stderr).
+    another host. ``echo``: where notices go (default: stderr). ``plugins``: modules to import
+    first (``--plugin``).
     """
     echo = echo or _stderr
-    module, cfg = load(name_or_path, overrides, quick)
+    module, cfg = load(name_or_path, overrides, quick, plugins=plugins, check=True)
     text = _config.dump_toml(cfg)
     config_hash = fingerprint(text)
     check_resources(module, cfg)
@@ -156,6 +170,7 @@ def report(path: str | Path) -> dict:
     """Re-draw the figures of a finished run and return its summary."""
     rd = open_finished(path)
     raw = _config.load_toml(rd / "config.toml")
+    import_plugins(raw.get("plugins"))
     module = KINDS.get(raw.get("kind"))
     if module is None:
         raise InputError("kind", f"unknown experiment kind {raw.get('kind')!r} in {rd / 'config.toml'}", f"use one of {sorted(KINDS)}")

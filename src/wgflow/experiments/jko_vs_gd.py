@@ -42,7 +42,7 @@ from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
-from wgflow.experiments.sections import DataSection
+from wgflow.experiments.sections import PLUGINS_HELP, DataSection, PluginList
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd
 from wgflow.flows.solve import Monitor, SaveAt, Solution
@@ -111,6 +111,7 @@ class Config(Section):
     name: RunName = Field("jko-vs-gd", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["jko_vs_gd"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     data: DataSection = Field(default_factory=lambda: DataSection(n=30, teacher_width=2, seed=1), description="teacher–student data (ReLU, d = 2, no bias)")
     model: ModelSection = Field(default_factory=ModelSection, description="objective (parameterisation split)")
     grid: GridSection = Field(default_factory=GridSection, description="the box and the initial density")

@@ -23,7 +23,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
-from wgflow.experiments.sections import DataSection, ParamName, ScheduleSection
+from wgflow.experiments.sections import PLUGINS_HELP, DataSection, ParamName, PluginList, ScheduleSection
 from wgflow.flows.particle import explicit_gd
 from wgflow.flows.schedules import times as schedule_times
 from wgflow.flows.solve import Monitor, SaveAt
@@ -53,6 +53,7 @@ class Config(Section):
     name: RunName = Field("parameterisations", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["parameterisations"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     data: DataSection = Field(default_factory=lambda: DataSection(teacher_signs="positive"), description="teacher–student data (ReLU)")
     model: ModelSection = Field(default_factory=ModelSection, description="networks compared")
     train: TrainSection = Field(default_factory=TrainSection, description="gradient descent")

@@ -23,7 +23,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
-from wgflow.experiments.sections import ActivationName
+from wgflow.experiments.sections import PLUGINS_HELP, ActivationName, PluginList
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, resnet_diagnostics
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import Monitor, SaveAt
@@ -66,6 +66,7 @@ class Config(Section):
     name: RunName = Field("resnet-digits", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["resnet_digits"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     data: DataSection = Field(default_factory=DataSection, description="digits")
     model: ModelSection = Field(default_factory=ModelSection, description="the ResNet")
     train: TrainSection = Field(default_factory=TrainSection, description="the flow")

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 from wgflow import plots
 from wgflow.experiments.config import RunName, Section
 from wgflow.experiments.rundir import Progress, RunDir
-from wgflow.experiments.sections import ActivationName
+from wgflow.experiments.sections import PLUGINS_HELP, ActivationName, PluginList
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, path_length
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import Monitor, SaveAt
@@ -100,6 +100,7 @@ class Config(Section):
     name: RunName = Field("resnet-pl", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["resnet_pl"] = Field(KIND, description="experiment kind")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     model: ModelSection = Field(default_factory=ModelSection, description="the ResNet")
     ladder: LadderSection = Field(default_factory=LadderSection, description="the cases")
     train: TrainSection = Field(default_factory=TrainSection, description="the flow")

@@ -30,6 +30,10 @@ def registered(kind: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+#: the top-level ``plugins`` key of every config (wgflow.experiments.plugins imports them before validation)
+PluginList = list[str]
+PLUGINS_HELP = "modules imported before the config is read, e.g. ['my_module'] for ./my_module.py (they may register activations, losses, parameterisations)"
+
 #: names of registered activations, parameterisations and losses (checked against the registries)
 ActivationName = Annotated[str, registered("activation")]
 ParamName = Annotated[str, registered("parameterisation")]

@@ -15,6 +15,7 @@ explicit particle gradient descent in mean-field time, checkpointed every
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import time
 from typing import Literal
@@ -29,12 +30,14 @@ from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section, dump_toml
 from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
 from wgflow.experiments.sections import (
+    PLUGINS_HELP,
     ActivationName,
     DataSection,
     InitSection,
     LossName,
     OutputSection,
     ParamName,
+    PluginList,
     ScheduleSection,
     SweepSection,
     recorded_steps,
@@ -86,6 +89,7 @@ class Config(Section):
     name: RunName = Field("teacher-student", description="experiment name (the default output folder is runs/NAME)")
     kind: Literal["teacher_student"] = Field(KIND, description="experiment kind (which runner reads this file)")
     description: str = Field("", description="one line shown by `wgflow list`")
+    plugins: PluginList = Field([], description=PLUGINS_HELP)
     data: DataSection = Field(default_factory=DataSection, description="teacher–student data")
     model: ModelSection = Field(default_factory=ModelSection, description="the student")
     init: InitSection = Field(default_factory=InitSection, description="initial measures")
@@ -217,17 +221,37 @@ def work(cfg: Config) -> float:
 
 
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
+    ds = cfg.data.make(jnp.float64 if cfg.model.dtype == "float64" else jnp.float32)
+    results, optima, seconds, messages = train(cfg, rd, ds, resume=resume, progress=progress)
+    rd.save_npz("results.npz", **results)
+    summary = summarise(cfg, results, optima, seconds, messages)
+    rd.write_json("summary.json", summary)
+    rd.write_text("metrics.csv", metrics_csv(cfg, results))
+    draw(cfg, rd, results, summary)
+    return summary
+
+
+def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = None) -> tuple[dict, dict, float, dict]:
+    """Every (parameterisation, width, seed) of ``cfg`` trained on the dataset ``ds`` (checkpointed in ``rd``).
+
+    Returns (results, optima, seconds, messages): the arrays of results.npz — the training
+    data ``X``, ``y`` included, and each run's final measure (``{param}/m{m}/final_positions``,
+    ``/masses``) — the certified optimum per parameterisation (or None), the wall time
+    and each run's message. ``cfg`` needs the sections model, init, sweep, train, output.
+    """
     dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
-    ds = cfg.data.make(dtype)
     etas = cfg.train.etas()
     K = len(etas)
     t = schedule_times(etas)
     rec = recorded_steps(K, cfg.output.metrics_points)
     snaps = snapshot_steps(K, cfg.output.snapshots)
     fp = fingerprint(dump_toml(cfg))
+    if getattr(ds, "source", None):  # a user's file: a resumed run must see the same numbers, not only the same path
+        fp = fingerprint(fp + hashlib.sha256(np.ascontiguousarray(ds.X).tobytes() + np.ascontiguousarray(ds.y).tobytes()).hexdigest())
     monitor = cfg.train.make_monitor()
     groups = [(p, ws) for p in cfg.model.parameterisations for ws in width_groups(cfg, ds.n)]
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
+    results["X"], results["y"] = np.asarray(ds.X), np.asarray(ds.y)  # the training data, as the objective saw it
     start = time.perf_counter()
     optima, messages = {}, {}
     n_seeds = len(cfg.sweep.seeds)
@@ -299,6 +323,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 results[f"{key}/speed"] = speed_all[rows]
                 results[f"{key}/snapshots"] = snaps_all[:, rows, :m]
                 results[f"{key}/masses"] = np.asarray(final.masses)[rows, :m]
+                results[f"{key}/final_positions"] = np.asarray(final.positions)[rows, :m]
                 results[f"{key}/stop_step"] = stop_step[rows]
                 results[f"{key}/result"] = codes[rows]
                 results[f"{key}/last_objective"] = last_F[rows]
@@ -318,12 +343,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     for param, opt in optima.items():
         if opt is not None:
             results[f"{param}/global_min"] = np.asarray(opt.value)
-    rd.save_npz("results.npz", **results)
-    summary = summarise(cfg, results, optima, seconds, messages)
-    rd.write_json("summary.json", summary)
-    rd.write_text("metrics.csv", metrics_csv(cfg, results))
-    draw(cfg, rd, results, summary)
-    return summary
+    return results, optima, seconds, messages
 
 
 def _run_message(param: str, m: int, seed: int, loop, r: int, K: int, t: np.ndarray, monitor: Monitor) -> str:
@@ -437,13 +457,18 @@ def metrics_csv(cfg: Config, results: dict) -> str:
 
 
 def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
+    draw_runs(cfg, rd, results, summary, cfg.data.make().teacher, cfg.data.d + int(cfg.data.bias))
+
+
+def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim: int) -> None:
+    """The figures of :func:`train`'s results: paths, objective, final_vs_width, the GIF.
+    ``teacher``: a :class:`~wgflow.units.PlainNetwork` whose directions are drawn, or None."""
     from wgflow.units import get_parameterisation
 
-    ds_teacher = cfg.data.make().teacher
-    teacher_dirs = np.asarray(ds_teacher.W)[:, :2]
-    teacher_signs = np.sign(np.asarray(ds_teacher.alpha))
+    teacher_dirs = np.asarray(teacher.W)[:, :2] if teacher is not None else None
+    teacher_signs = np.sign(np.asarray(teacher.alpha)) if teacher is not None else None
     seed0 = 0
-    in_plane = cfg.data.d + int(cfg.data.bias) == 2
+    in_plane = input_dim == 2
     coord = "" if in_plane else " (first two coordinates)"
     panels, gif_panels = [], []
     for param in cfg.model.parameterisations:

@@ -13,6 +13,7 @@ from wgflow.errors import InputError, require
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 from wgflow.optimum.dual import NORMS, DualBound, best_scaled_dual, exact_dual_norm, sampled_bound
+from wgflow.optimum.losses import CONVEX_LOSSES
 from wgflow.optimum.patterns import MAX_EXACT_RANK, effective_rank, enumerate_patterns
 from wgflow.optimum.program import (
     NORM_OF_PARAMETERISATION,
@@ -20,6 +21,7 @@ from wgflow.optimum.program import (
     ConvexSolver,
     GlobalOptimum,
     _check_lam,
+    excess,
     float64,
     make_problem,
     solve,
@@ -41,14 +43,17 @@ def global_minimum(
     patterns: str = "exact",
     num_samples: int = 100_000,
     key: int = 0,
+    loss: str = "square",
 ) -> GlobalOptimum:
     """Certified global minimum of seed 001's loss for data (X, y) (a bias is a column of ones).
 
     ``norm="l2"``: Σ_j (f(x_j) − y_j)² + λ Σ_i (|w_i|² + α_i²) (``lifted``); ``norm="l1"``:
     the ``signed_square`` penalty λ Σ_i ‖u_i‖₁. ``reduction="mean"`` divides the data
-    term by n. Exact for rank(X) ≤ 3; ``patterns="sampled"`` gives bounds for any d.
+    term by n. ``loss="logistic"``: Σ_j log(1 + exp(−y_j f(x_j))), labels ±1, in place of
+    the square loss. Exact for rank(X) ≤ 3; ``patterns="sampled"`` (square loss) gives
+    bounds for any d.
     """
-    problem = make_problem(X, y, lam, norm=norm, reduction=reduction)
+    problem = make_problem(X, y, lam, norm=norm, reduction=reduction, loss=loss)
     _require_exact_or_sampled(problem, patterns)
     return solve(problem, solver, patterns=patterns, num_samples=num_samples, key=key)
 
@@ -72,7 +77,7 @@ def problem_of(objective: Objective) -> ConvexProblem:
 
     Reads X, y, λ, the reduction, the loss and the parameterisation; raises
     :class:`InputError` when there is no exact program: σ other than ReLU, a loss
-    other than the square loss, λ ≤ 0, or a parameterisation of unknown regulariser.
+    other than the square and logistic losses, λ ≤ 0, or a parameterisation of unknown regulariser.
     """
     if not isinstance(objective, Objective):
         raise InputError("objective", "must be a wgflow Objective", "build it with wgflow.make_objective(...)")
@@ -84,10 +89,10 @@ def problem_of(objective: Objective) -> ConvexProblem:
         _UNSUPPORTED_HINT,
     )
     require(
-        objective.loss.name == "square",
+        objective.loss.name in CONVEX_LOSSES,
         "objective.loss",
-        f"the global minimum is implemented for the square loss, not {objective.loss.name!r}",
-        _UNSUPPORTED_HINT if objective.loss.name != "logistic" else "use loss='square'; no exact program or certificate is implemented for the logistic loss",
+        f"the global minimum is implemented for the losses {list(CONVEX_LOSSES)}, not {objective.loss.name!r}",
+        "use loss='square' or loss='logistic'",
     )
     require(
         unit.name in NORM_OF_PARAMETERISATION,
@@ -97,7 +102,14 @@ def problem_of(objective: Objective) -> ConvexProblem:
     )
     lam = float(objective.lam)
     _check_lam(lam)
-    return make_problem(np.asarray(objective.X), np.asarray(objective.y), lam, norm=NORM_OF_PARAMETERISATION[unit.name], reduction=objective.reduction)
+    return make_problem(
+        np.asarray(objective.X),
+        np.asarray(objective.y),
+        lam,
+        norm=NORM_OF_PARAMETERISATION[unit.name],
+        reduction=objective.reduction,
+        loss=objective.loss.name,
+    )
 
 
 def global_minimum_for(objective: Objective, solver: ConvexSolver = ConvexSolver()) -> GlobalOptimum:
@@ -216,21 +228,32 @@ def dual_bound_for(objective: Objective, mu: Measure, **kwargs) -> DualBound:
 
 
 def optimum_command(
-    data: Path, lam: float, bias: bool, json_output: bool, *, norm: str = "l2", reduction: str = "sum", formulation: str = "working_set"
+    data: Path,
+    lam: float,
+    bias: bool,
+    json_output: bool,
+    *,
+    norm: str = "l2",
+    reduction: str = "mean",
+    formulation: str = "working_set",
+    loss: str = "square",
 ) -> int:
-    """``wgflow optimum``: the certified global minimum for X, y from an ``.npz`` file.
+    """``wgflow optimum --data``: the certified global minimum for X, y from an ``.npz`` or ``.csv`` file.
 
-    Prints the global minimum, both bounds, the gap, the number of patterns and the
-    solve time (with ``json_output``: one JSON object with keys ``global_min``,
-    ``lower_bound``, ``upper_bound``, ``gap``, ``relative_gap``, ``n_patterns``,
-    ``seconds``, ...). Returns 0 when certified, 1 when solved but the certificate
-    does not close (relative gap > 1e-6), 2 on bad input (message on stderr).
+    ``reduction`` defaults to the experiments' mean over the data. Prints the global minimum,
+    both bounds, the gap, the width of the optimal network (atoms merged), the number of
+    patterns and the solve time (with ``json_output``: one JSON object with keys
+    ``global_min``, ``lower_bound``, ``upper_bound``, ``gap``, ``relative_gap``,
+    ``n_patterns``, ``width``, ``unmerged_width``, ``seconds``, ...). Returns 0 when
+    certified, 1 when solved but the certificate does not close (relative gap > 1e-6), 2 on
+    bad input (message on stderr).
     """
-    from wgflow.data import load_npz
+    from wgflow.data import load_data
 
     try:
-        ds = load_npz(data, bias=bias)
-        opt = global_minimum(ds.X, ds.y, lam, norm=norm, reduction=reduction, solver=ConvexSolver(formulation=formulation))
+        require(lam is not None, "--lam", "the weight decay λ is needed with --data", "give --lam, e.g. --lam 1e-3 (or --run DIR to take a run's)")
+        ds = load_data(data, bias=bias)
+        opt = global_minimum(ds.X, ds.y, lam, norm=norm, reduction=reduction, loss=loss, solver=ConvexSolver(formulation=formulation))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -241,10 +264,107 @@ def optimum_command(
         print(json.dumps(out, indent=2))
     else:
         print(f"data         {data}  (n = {ds.n}, d = {ds.d}{' incl. bias' if bias else ''})")
-        print(f"global min   {opt.value:.12g}   (λ = {lam:g}, norm {norm}, reduction {reduction})")
-        print(f"lower bound  {opt.lower_bound:.12g}   (dual certificate)")
-        print(f"upper bound  {opt.upper_bound:.12g}   (network of width {opt.width}, evaluated by wgflow's Objective)")
-        print(f"gap          {opt.gap:.3g}   (relative {opt.relative_gap:.3g}){'' if ok else '  NOT CERTIFIED to 1e-6'}")
-        print(f"patterns     {opt.n_patterns}   (chambers {opt.n_regions})")
-        print(f"solve time   {opt.seconds:.3f} s   ({opt.formulation}, {opt.rounds} round(s), status {opt.solver_status})")
+        _print_optimum(opt, ok)
     return 0 if ok else 1
+
+
+def _print_optimum(opt: GlobalOptimum, ok: bool, indent: str = "") -> None:
+    print(f"{indent}global min   {opt.value:.12g}   (λ = {opt.lam:g}, {opt.loss} loss, norm {opt.norm}, reduction {opt.reduction})")
+    print(f"{indent}lower bound  {opt.lower_bound:.12g}   (dual certificate)")
+    print(f"{indent}upper bound  {opt.upper_bound:.12g}   (network of width {opt.width}, evaluated by wgflow's Objective)")
+    print(f"{indent}gap          {opt.gap:.3g}   (relative {opt.relative_gap:.3g}){'' if ok else '  NOT CERTIFIED to 1e-6'}")
+    print(f"{indent}network      width {opt.width} after merging the {opt.unmerged_width} atoms of the convex solution")
+    print(f"{indent}patterns     {opt.n_patterns}   (chambers {opt.n_regions})")
+    print(f"{indent}solve time   {opt.seconds:.3f} s   ({opt.formulation}, {opt.rounds} round(s), status {opt.solver_status})")
+
+
+def read_run(directory: Path) -> tuple[dict, np.ndarray, np.ndarray, dict | None]:
+    """(config, X, y, summary or None) of a finished run folder of a kind that trains two-layer networks
+    (``teacher_student``, ``fit``): its resolved config.toml and the training data kept in results.npz."""
+    import tomllib
+
+    directory = Path(directory)
+    cfg_path, res_path = directory / "config.toml", directory / "results.npz"
+    require(directory.is_dir(), "--run", f"{str(directory)!r} is not a folder", "give the --out folder of a finished run")
+    require(
+        cfg_path.is_file() and res_path.is_file(),
+        "--run",
+        f"{directory} is not a finished wgflow run (no config.toml / results.npz)",
+        "give the --out folder of a run that completed",
+    )
+    try:
+        cfg = tomllib.loads(cfg_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError("--run", f"{cfg_path} is not valid TOML ({exc})") from None
+    model = cfg.get("model")
+    require(
+        isinstance(model, dict) and {"lam", "reduction", "loss", "activation", "parameterisations"} <= set(model),
+        "--run",
+        f"{directory} is a run of the kind {cfg.get('kind')!r}, which has no two-layer model section",
+        "give a run of the teacher_student or fit kind (wgflow run chizat-bach-relu, wgflow run fit)",
+    )
+    with np.load(res_path, allow_pickle=False) as f:
+        require(
+            "X" in f.files and "y" in f.files,
+            "--run",
+            f"{res_path} keeps no training data (X, y): the run was written by an older wgflow",
+            "re-run it with this version, or give the data with --data FILE --lam λ",
+        )
+        X, y = np.asarray(f["X"]), np.asarray(f["y"])
+    summary = None
+    if (directory / "summary.json").is_file():
+        summary = json.loads((directory / "summary.json").read_text())
+    return cfg, X, y, summary
+
+
+def optimum_run_command(directory: Path, json_output: bool, *, formulation: str = "working_set") -> int:
+    """``wgflow optimum --run DIR``: the certified optimum of a run's own training data, λ, loss and
+    reduction, for each of its parameterisations, beside the run's best final objective and excess.
+    Exit codes as :func:`optimum_command`."""
+    from wgflow.objective import make_objective
+
+    try:
+        cfg, X, y, summary = read_run(directory)
+        from wgflow.experiments.plugins import import_plugins
+
+        import_plugins(cfg.get("plugins"))  # a run's registered names (activation, parameterisation, loss)
+        model = cfg["model"]
+        optima: dict[str, GlobalOptimum] = {}
+        for param in model["parameterisations"]:
+            objective = make_objective(X, y, param, model["activation"], model["loss"], model["lam"], model["reduction"])
+            optima[param] = global_minimum_for(objective, ConvexSolver(formulation=formulation))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = (summary or {}).get("runs", [])
+    out: dict = {"run": str(directory), "kind": cfg.get("kind"), "n": int(X.shape[0]), "d": int(X.shape[1]), "optima": {}}
+    all_ok = True
+    for param, opt in optima.items():
+        ok = opt.certified and opt.relative_gap <= 1e-6
+        all_ok &= ok
+        entry = opt.summary()
+        finals = [
+            r["final_objective"]
+            for r in runs
+            if r.get("parameterisation") == param and r.get("status") == "successful" and r.get("final_objective") is not None
+        ]
+        if finals:
+            best = min(finals)
+            entry["run_best_final_objective"] = best
+            entry["run_best_excess"], entry["run_best_relative_excess"] = excess(best, opt)
+            entry["run_successful_runs"] = len(finals)
+        out["optima"][param] = entry
+    if json_output:
+        print(json.dumps(out, indent=2))
+        return 0 if all_ok else 1
+    print(f"run          {directory}  ({cfg.get('kind')}: n = {X.shape[0]}, d = {X.shape[1]} as trained, bias included)")
+    for param, opt in optima.items():
+        entry = out["optima"][param]
+        print(f"\n{param}")
+        _print_optimum(opt, opt.certified and opt.relative_gap <= 1e-6, indent="  ")
+        if "run_best_final_objective" in entry:
+            print(
+                f"  the run      best final F = {entry['run_best_final_objective']:.12g} over {entry['run_successful_runs']} successful run(s): "
+                f"excess {entry['run_best_excess']:.3g} (relative {entry['run_best_relative_excess']:.3g})"
+            )
+    return 0 if all_ok else 1

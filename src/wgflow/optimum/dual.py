@@ -148,6 +148,12 @@ def _l1_cone_norms(pat: Patterns, C: np.ndarray, tol: float) -> np.ndarray:
     return val
 
 
+# HiGHS at its tightest tolerances: the LP's maximum is a certified quantity (an under-estimate of M
+# makes the dual point infeasible and the "lower bound" too high); the defaults (1e-7) are too loose.
+_LP_OPTIONS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+LP_MARGIN = 1e-8
+
+
 def _l1_cone_norms_lp(pat: Patterns, C: np.ndarray) -> np.ndarray:
     """The same maximum by one small LP per pattern (used when X is rank-deficient)."""
     P, d = C.shape
@@ -158,7 +164,7 @@ def _l1_cone_norms_lp(pat: Patterns, C: np.ndarray) -> np.ndarray:
         # variables (a ≥ 0, t ≥ 0): max cᵀG a  s.t.  −t ≤ G a ≤ t,  Σ t ≤ 1
         A = np.block([[G, -np.eye(d)], [-G, -np.eye(d)], [np.zeros((1, p)), np.ones((1, d))]])
         b = np.concatenate([np.zeros(2 * d), [1.0]])
-        res = linprog(np.concatenate([-(C[i] @ G), np.zeros(d)]), A_ub=A, b_ub=b, bounds=(0, None), method="highs")
+        res = linprog(np.concatenate([-(C[i] @ G), np.zeros(d)]), A_ub=A, b_ub=b, bounds=(0, None), method="highs", options=_LP_OPTIONS)
         val[i] = max(0.0, -res.fun) if res.status == 0 else np.inf
     return val
 
@@ -175,7 +181,9 @@ def pattern_dual_norms(pat: Patterns, X: np.ndarray, z: np.ndarray, norm: str = 
         return _l2_cone_norms(pat, Cr, tol), _l2_cone_norms(pat, -Cr, tol)
     if pat.rank == X.shape[1]:
         return _l1_cone_norms(pat, C, tol), _l1_cone_norms(pat, -C, tol)
-    return _l1_cone_norms_lp(pat, C), _l1_cone_norms_lp(pat, -C)
+    # rank-deficient X: one LP per cone, whose maximum was measured up to ~5e-10 relative below a
+    # brute-force maximisation over the row space: inflated by LP_MARGIN, the safe side for a lower bound
+    return _l1_cone_norms_lp(pat, C) * (1 + LP_MARGIN), _l1_cone_norms_lp(pat, -C) * (1 + LP_MARGIN)
 
 
 def exact_dual_norm(pat: Patterns, X: np.ndarray, r: np.ndarray, norm: str = "l2") -> float:

@@ -1,4 +1,4 @@
-"""The convex program of Pilanci & Ergen (2020) for seed 001's loss, its formulations and solve.
+"""The convex program of Pilanci & Ergen (2020) for seed 001's loss (and the logistic loss), its formulations and solve.
 
 What to solve is a :class:`ConvexProblem` (data, λ, norm, reduction); how, a
 :class:`ConvexSolver` (formulation, tolerances). :func:`solve` returns a
@@ -31,6 +31,7 @@ import dataclasses
 import math
 import numbers
 import time
+import warnings
 from typing import Any, cast
 
 import cvxpy as cp
@@ -43,6 +44,7 @@ import scipy.sparse as sp
 from wgflow.errors import require, scalar
 from wgflow.measure import Measure
 from wgflow.objective import Objective, make_objective, validate_data
+from wgflow.optimum import losses as _losses
 from wgflow.optimum.dual import NORMS, DualBound, best_scaled_dual, exact_dual_norm, pattern_dual_norms, sampled_bound
 from wgflow.optimum.patterns import Patterns, chamber_adjacency, enumerate_patterns, sample_patterns, spanning_forest
 from wgflow.units import PlainNetwork
@@ -59,7 +61,10 @@ PARAMETERISATION_OF_NORM = {"l2": "lifted", "l1": "signed_square"}
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ConvexProblem:
-    """min over two-layer ReLU networks of R(f) + λ·reg, R = Σ (f − y)² (``sum``) or its mean.
+    """min over two-layer ReLU networks of R(f) + λ·reg, R = Σ ℓ(f, y) (``sum``) or its mean.
+
+    ``loss="square"``: ℓ = (f − y)² (seed 001, no 1/2); ``"logistic"``: ℓ = log(1 + e^{−y f})
+    with labels y = ±1 (the reformulation holds for any convex loss; docs/optimum.md §6).
 
     ``norm="l2"``: reg = Σ (|wᵢ|² + αᵢ²), i.e. 2 Σ ‖uᵢ‖₂ after balancing (``lifted``,
     ``signed``, ``split``, ``sphere``). ``norm="l1"``: reg = Σ ‖uᵢ‖₁ (``signed_square``).
@@ -73,6 +78,7 @@ class ConvexProblem:
     lam: float
     norm: str = "l2"
     reduction: str = "sum"
+    loss: str = "square"
 
     @property
     def n(self) -> int:
@@ -95,6 +101,19 @@ class ConvexProblem:
     def parameterisation(self) -> str:
         return PARAMETERISATION_OF_NORM[self.norm]
 
+    def data_value(self, f: np.ndarray) -> float:
+        """Σ_j ℓ(f_j, y_j) (sum scaling) of the fit ``f``."""
+        if self.loss == "square":
+            r = self.y - f
+            return float(r @ r)
+        return _losses.logistic_value(f, self.y)
+
+    def dual_point(self, f: np.ndarray) -> np.ndarray:
+        """z = −∇ Σ_j ℓ(f_j, y_j): the dual point that is optimal when ``f`` is (2(y − f) for the square loss)."""
+        if self.loss == "square":
+            return 2.0 * (self.y - f)
+        return _losses.logistic_dual_point(f, self.y)
+
 
 def _check_lam(lam) -> float:
     v = scalar(lam, "if")
@@ -111,13 +130,22 @@ def _check_lam(lam) -> float:
     return float(lam)
 
 
-def make_problem(X, y, lam: float, *, norm: str = "l2", reduction: str = "sum") -> ConvexProblem:
+def make_problem(X, y, lam: float, *, norm: str = "l2", reduction: str = "sum", loss: str = "square") -> ConvexProblem:
     """A validated :class:`ConvexProblem` (errors name the field before any compute)."""
     require(norm in NORMS, "norm", f"unknown norm {norm!r}", f"use one of {list(NORMS)}")
     require(reduction in ("sum", "mean"), "reduction", f"unknown reduction {reduction!r}", "use 'sum' or 'mean'")
+    require(loss in _losses.CONVEX_LOSSES, "loss", f"no convex program is implemented for the loss {loss!r}", f"use one of {list(_losses.CONVEX_LOSSES)}")
     X, y = validate_data(X, y)
+    if loss == "logistic":
+        bad = ~np.isin(y, (-1.0, 1.0))
+        require(
+            not bad.any(),
+            "data.y",
+            f"the logistic loss needs labels in {{-1, +1}}; {int(bad.sum())} labels are not (first: {y[bad][:3].tolist()})",
+            "map the two classes to -1 and +1",
+        )
     lam = _check_lam(lam)
-    return ConvexProblem(np.asarray(X, np.float64), np.asarray(y, np.float64), lam, norm, reduction)
+    return ConvexProblem(np.asarray(X, np.float64), np.asarray(y, np.float64), lam, norm, reduction, loss)
 
 
 # --------------------------------------------------------------------------- how
@@ -131,6 +159,8 @@ class ConvexSolver:
     working set stops when every pattern's dual check is ≤ β(1 + certificate_tol).
     ``initial``/``add``: working-set sizes (per round, (pattern, sign) pairs).
     ``prune``: neurons with ‖u‖ ≤ prune·max‖u‖ are dropped from the rebuilt network.
+    ``merge``: merge the rebuilt network's atoms (:func:`merge_atoms`, with ``crumb``); the
+    merged network is kept when its loss is within the certificate's gap of the unmerged one.
     """
 
     formulation: str = "working_set"
@@ -142,6 +172,8 @@ class ConvexSolver:
     prune: float = 1e-10
     max_iter: int = 500
     verbose: bool = False
+    merge: bool = True
+    crumb: float = 1e-6
 
     def check(self) -> None:
         require(self.formulation in FORMULATIONS, "solver.formulation", f"unknown formulation {self.formulation!r}", f"use one of {list(FORMULATIONS)}")
@@ -152,6 +184,7 @@ class ConvexSolver:
             v = getattr(self, f)
             require(isinstance(v, int) and v > 0, f"solver.{f}", "must be a positive integer", value=v)
         require(isinstance(self.prune, numbers.Real) and 0 <= self.prune < 1, "solver.prune", "must be in [0, 1)", value=self.prune)
+        require(isinstance(self.crumb, numbers.Real) and 0 <= self.crumb < 1, "solver.crumb", "must be in [0, 1)", value=self.crumb)
 
 
 # --------------------------------------------------------------------------- result
@@ -170,7 +203,8 @@ class GlobalOptimum:
     ``network`` evaluated by :class:`~wgflow.objective.Objective`; ``gap`` =
     upper − lower, ``relative_gap`` = gap / upper. ``exact``: the patterns were
     enumerated exactly (else sampled: ``value``/``upper_bound`` are then only upper
-    bounds and ``lower_bound`` a heuristic estimate, see ``dual``).
+    bounds and ``lower_bound`` a heuristic estimate, see ``dual``). ``unmerged_width``: the
+    atoms of the convex solution (after pruning) before :func:`merge_atoms`; ``width``: after.
     """
 
     value: float
@@ -193,6 +227,8 @@ class GlobalOptimum:
     dual: DualBound | None = None
     solver_value: float = math.nan
     timings: dict = dataclasses.field(default_factory=dict)
+    loss: str = "square"
+    unmerged_width: int = 0
 
     @property
     def certified(self) -> bool:
@@ -229,7 +265,9 @@ class GlobalOptimum:
             "norm": self.norm,
             "lam": self.lam,
             "reduction": self.reduction,
+            "loss": self.loss,
             "width": self.width,
+            "unmerged_width": self.unmerged_width,
             "rounds": self.rounds,
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
@@ -254,7 +292,8 @@ class _Solution:
     status: str
     seconds: float
     setup_seconds: float
-    residual: np.ndarray | None = None  # y − f* from the solver's dual variable of the fit (±ν/2)
+    residual: np.ndarray | None = None  # y − f* from the solver's dual variable of the fit (±ν/2); square loss
+    z: np.ndarray | None = None  # the dual point −∇L(f*) from the solver's multiplier of the fit; logistic loss
 
 
 def _dual_residual(constraint, y: np.ndarray, fit: np.ndarray) -> np.ndarray | None:
@@ -266,21 +305,57 @@ def _dual_residual(constraint, y: np.ndarray, fit: np.ndarray) -> np.ndarray | N
     return r if r @ (y - fit) >= 0 else -r
 
 
+def _fit_term(problem: ConvexProblem, fit_expr):
+    """(constraint, data term, the fit's variable) for the fit ``fit_expr`` = f: the square loss
+    through res = f − y (the multiplier is ±2r), the logistic one through f itself (multiplier ±z)."""
+    res = cp.Variable(problem.n)
+    if problem.loss == "square":
+        return res == fit_expr - problem.y, cp.sum_squares(res), res
+    return res == fit_expr, cp.sum(cp.logistic(-cp.multiply(problem.y, res))), res
+
+
+def _finish(problem: ConvexProblem, U: np.ndarray, value: float, status: str, wall: float, setup: float, fit, res) -> _Solution:
+    if problem.loss == "square":
+        return _Solution(U, value, status, wall, setup, _dual_residual(fit, problem.y, res.value + problem.y))
+    z = None
+    if fit.dual_value is not None:
+        z = np.asarray(fit.dual_value, np.float64).reshape(-1)
+        z = _losses.clip_to_domain(z if z @ problem.y >= 0 else -z, problem.y)
+    return _Solution(U, value, status, wall, setup, None, z)
+
+
+def _empty(problem: ConvexProblem, Q: int = 0) -> _Solution:
+    zero = np.zeros(problem.n)
+    return _Solution(np.zeros((Q, problem.d)), problem.data_value(zero), "optimal", 0.0, 0.0, problem.y.copy(), problem.dual_point(zero))
+
+
 def _clarabel(prob: cp.Problem, solver: ConvexSolver) -> tuple[str, float, float]:
+    """Solve with Clarabel; if it fails or ends inaccurate, once more without its equilibration
+    (which stalls on some logistic programs: exponential cones among many second-order ones).
+    cvxpy's "may be inaccurate" warning is not shown: the status is reported and the certificate
+    measures the result whatever it is."""
     t0 = time.perf_counter()
-    try:
-        prob.solve(
-            solver=cp.CLARABEL,
-            verbose=solver.verbose,
-            tol_gap_abs=solver.tol,
-            tol_gap_rel=solver.tol,
-            tol_feas=solver.tol,
-            max_iter=solver.max_iter,
-        )
-    except cp.error.SolverError as exc:  # Clarabel gave up: report it, the certificate will show the gap
-        return f"solver_error: {exc}", time.perf_counter() - t0, float(prob.solver_stats.solve_time or 0.0) if prob.solver_stats else 0.0
+    status = ""
+    for extra in ({}, {"equilibrate_enable": False}):
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+                prob.solve(
+                    solver=cp.CLARABEL,
+                    verbose=solver.verbose,
+                    tol_gap_abs=solver.tol,
+                    tol_gap_rel=solver.tol,
+                    tol_feas=solver.tol,
+                    max_iter=solver.max_iter,
+                    **extra,
+                )
+            status = str(prob.status)
+        except cp.error.SolverError as exc:  # Clarabel gave up: report it, the certificate will show the gap
+            status = f"solver_error: {exc}"
+        if status == "optimal":
+            break
     solve_time = float(prob.solver_stats.solve_time) if prob.solver_stats and prob.solver_stats.solve_time else 0.0
-    return str(prob.status), time.perf_counter() - t0, solve_time
+    return status, time.perf_counter() - t0, solve_time
 
 
 def _regulariser(U_expr, norm: str):
@@ -300,10 +375,10 @@ def solve_cone(problem: ConvexProblem, pat: Patterns, pairs: np.ndarray, solver:
     tree edge crosses. The fit then has O((P + n) d) nonzeros instead of O(P n d):
     no dense rows in the KKT system.
     """
-    X, y, n, d = problem.X, problem.y, problem.n, problem.d
+    X, n, d = problem.X, problem.n, problem.d
     Q = len(pairs)
     if Q == 0:
-        return _Solution(np.zeros((0, d)), float(y @ y), "optimal", 0.0, 0.0, y.copy())
+        return _empty(problem)
     t0 = time.perf_counter()
     # ℓ2: a component of u in the null space of X changes no output and only adds norm: leave those lines out
     use = ~pat.null_generator if problem.norm == "l2" else np.ones(len(pat.owner), bool)
@@ -334,11 +409,10 @@ def solve_cone(problem: ConvexProblem, pat: Patterns, pairs: np.ndarray, solver:
     Fm = sp.csr_matrix(((diff[ci, j][:, None] * X[j]).reshape(-1), (np.repeat(j, d), (ci[:, None] * d + np.arange(d)).reshape(-1))), shape=(n, C * d))
     a = cp.Variable(A, nonneg=True)
     psi = cp.Variable(C * d)
-    res = cp.Variable(n)
     U = cp.reshape(Gm @ a, (Q, d), order="C")
-    fit = res == Fm @ psi - y
+    fit, data_term, res = _fit_term(problem, Fm @ psi)
     prob = cp.Problem(
-        cp.Minimize(cp.sum_squares(res) + problem.weight * _regulariser(U, problem.norm)),
+        cp.Minimize(data_term + problem.weight * _regulariser(U, problem.norm)),
         [T @ psi == Wm @ a, fit],
     )
     setup = time.perf_counter() - t0
@@ -347,15 +421,15 @@ def solve_cone(problem: ConvexProblem, pat: Patterns, pairs: np.ndarray, solver:
         return _Solution(np.zeros((Q, d)), math.inf, status, wall, setup)
     a_val = np.maximum(a.value, 0.0)
     U_val = (Gm @ a_val).reshape(Q, d)
-    return _Solution(U_val, float(prob.value), status, wall, setup, _dual_residual(fit, y, res.value + y))
+    return _finish(problem, U_val, float(prob.value), status, wall, setup, fit, res)
 
 
 def solve_plain(problem: ConvexProblem, D: np.ndarray, pairs: np.ndarray, solver: ConvexSolver) -> _Solution:
     """DESIGN §3 as written over the (pattern, sign) ``pairs``: (2D − I) X u_q ≥ 0 for every q."""
-    X, y, n, d = problem.X, problem.y, problem.n, problem.d
+    X, n, d = problem.X, problem.n, problem.d
     Q = len(pairs)
     if Q == 0:
-        return _Solution(np.zeros((0, d)), float(y @ y), "optimal", 0.0, 0.0)
+        return _empty(problem)
     t0 = time.perf_counter()
     Dq = D[pairs[:, 0]].astype(np.float64)  # (Q, n)
     sign = pairs[:, 1].astype(np.float64)
@@ -368,17 +442,16 @@ def solve_plain(problem: ConvexProblem, D: np.ndarray, pairs: np.ndarray, solver
     Fv = (sign[:, None, None] * Dq[:, :, None] * X[None, :, :]).transpose(1, 0, 2)  # (n, Q, d)
     Fm = sp.csr_matrix(Fv.reshape(n, Q * d))
     u = cp.Variable(Q * d)
-    res = cp.Variable(n)
-    fit = res == Fm @ u - y
+    fit, data_term, res = _fit_term(problem, Fm @ u)
     prob = cp.Problem(
-        cp.Minimize(cp.sum_squares(res) + problem.weight * _regulariser(cp.reshape(u, (Q, d), order="C"), problem.norm)),
+        cp.Minimize(data_term + problem.weight * _regulariser(cp.reshape(u, (Q, d), order="C"), problem.norm)),
         [Cm @ u >= 0, fit],
     )
     setup = time.perf_counter() - t0
     status, wall, _ = _clarabel(prob, solver)
     if u.value is None:
         return _Solution(np.zeros((Q, d)), math.inf, status, wall, setup)
-    return _Solution(np.asarray(u.value).reshape(Q, d), float(prob.value), status, wall, setup, _dual_residual(fit, y, res.value + y))
+    return _finish(problem, np.asarray(u.value).reshape(Q, d), float(prob.value), status, wall, setup, fit, res)
 
 
 # --------------------------------------------------------------------------- network and certificate
@@ -396,6 +469,57 @@ def network_from_solution(U: np.ndarray, signs: np.ndarray, prune: float = 1e-10
     U, nrm, signs = U[keep], nrm[keep], signs[keep]
     root = np.sqrt(nrm)
     return PlainNetwork(U / root[:, None], signs * root)
+
+
+def merge_atoms(net: PlainNetwork, X: np.ndarray, *, crumb: float = 1e-6, zero_tol: float = 1e-9) -> PlainNetwork:
+    """The same ReLU network on the data with fewer neurons (Pilanci & Ergen 2020's merge).
+
+    With u = |α| w and s = sign α, two neurons of the same sign whose directions are equal
+    (within ``zero_tol``), or more generally lie in one closed activation cone of the data
+    (no x_j with x_j·u > 0 > x_j·u' beyond ``zero_tol``·|x_j||u|), are summed: on the data
+    relu(X u) + relu(X u') = relu(X (u + u')), and ‖u + u'‖ ≤ ‖u‖ + ‖u'‖, so the loss does
+    not increase. Largest neurons first; each joins the first compatible group. Then the
+    interior-point crumbs, neurons with ‖u‖ ≤ ``crumb``·max‖u‖, are dropped: by the dual
+    constraint each changes the loss by at most about 2β‖u‖. Balanced output as
+    :func:`network_from_solution`. Off the data the network may differ (the optimum only
+    determines the network on the data).
+    """
+    W, alpha = np.asarray(net.W, np.float64), np.asarray(net.alpha, np.float64)
+    if alpha.size == 0:
+        return net
+    U = W * np.abs(alpha)[:, None]
+    signs = np.where(alpha < 0, -1.0, 1.0)
+    X = np.asarray(X, np.float64)
+    xn = np.linalg.norm(X, axis=1)
+
+    def pattern(u: np.ndarray) -> np.ndarray:
+        z = X @ u
+        t = zero_tol * xn * np.linalg.norm(u)
+        return np.where(z > t, 1, np.where(z < -t, -1, 0)).astype(np.int8)
+
+    sums: list[np.ndarray] = []
+    group_signs: list[float] = []
+    patterns: list[np.ndarray] = []
+    for k in np.argsort(-np.linalg.norm(U, axis=1), kind="stable"):
+        pk = pattern(U[k])
+        if sums:
+            P = np.asarray(patterns)
+            ok = (np.asarray(group_signs) == signs[k]) & ~np.any(P * pk[None, :] < 0, axis=1)
+            hit = np.flatnonzero(ok)
+            if hit.size:
+                g = int(hit[0])
+                sums[g] = sums[g] + U[k]
+                patterns[g] = pattern(sums[g])
+                continue
+        sums.append(U[k].copy())
+        group_signs.append(float(signs[k]))
+        patterns.append(pk)
+    V = np.asarray(sums)
+    nrm = np.linalg.norm(V, axis=1)
+    keep = nrm > crumb * nrm.max() if nrm.max() > 0 else np.zeros(len(nrm), bool)
+    V, nrm, sv = V[keep], nrm[keep], np.asarray(group_signs)[keep]
+    root = np.sqrt(nrm)
+    return PlainNetwork(V / root[:, None], sv * root)
 
 
 def _objective_f64(objective: Objective) -> Objective:
@@ -454,7 +578,12 @@ def _relu_outputs(X: np.ndarray, net: PlainNetwork) -> np.ndarray:
 
 def certify(problem: ConvexProblem, pat: Patterns, net: PlainNetwork, residuals: tuple = ()) -> DualBound:
     """The exact dual lower bound (problem's reduction), the best over the residual of ``net``
-    and any further candidate ``residuals`` (e.g. the solver's multiplier): each gives a valid bound."""
+    and any further candidate ``residuals`` (e.g. the solver's multiplier): each gives a valid bound.
+
+    For the logistic loss the candidates are dual points z (−∇L of a fit, or the solver's
+    multiplier) rather than residuals; see :func:`wgflow.optimum.losses.logistic_best_scaled`."""
+    if problem.loss == "logistic":
+        return _certify_logistic(problem, pat, net, residuals)
     best = None
     for source, r in [("network residual", problem.y - _relu_outputs(problem.X, net))] + [("solver multiplier", r) for r in residuals if r is not None]:
         M = exact_dual_norm(pat, problem.X, r, problem.norm)
@@ -463,6 +592,22 @@ def certify(problem: ConvexProblem, pat: Patterns, net: PlainNetwork, residuals:
             best = (value, M, s, source)
     value, M, s, source = cast("tuple[Any, Any, Any, str]", best)  # the network residual always gives one
     return DualBound(problem.scale * value, M, s, True, "exact-patterns", pat.n_regions, f"certified: M(r) maximised exactly over every chamber; r = {source}")
+
+
+def _certify_logistic(problem: ConvexProblem, pat: Patterns, net: PlainNetwork, points: tuple = ()) -> DualBound:
+    y = problem.y
+    best = None
+    own = problem.dual_point(_relu_outputs(problem.X, net))
+    for source, z0 in [("network's −∇L", own)] + [("solver multiplier", z) for z in points if z is not None]:
+        z0 = _losses.clip_to_domain(np.asarray(z0, np.float64), y)
+        M = exact_dual_norm(pat, problem.X, z0, problem.norm)
+        value, s, _ = _losses.logistic_best_scaled(y, z0, M, problem.weight)
+        if best is None or value > best[0]:
+            best = (value, M, s, source)
+    value, M, s, source = cast("tuple[Any, Any, Any, str]", best)
+    return DualBound(
+        problem.scale * value, M, s, True, "exact-patterns", pat.n_regions, f"certified: M(z) maximised exactly over every chamber; z = scale · {source}"
+    )
 
 
 # --------------------------------------------------------------------------- solve
@@ -474,8 +619,22 @@ def _all_pairs(P: int) -> np.ndarray:
 
 def _violations(problem: ConvexProblem, pat: Patterns, r: np.ndarray) -> np.ndarray:
     """(P, 2) dual checks: max over unit g ∈ K_i of ±2 rᵀ D_i X g (≤ β at the optimum)."""
-    plus, minus = pattern_dual_norms(pat, problem.X, 2.0 * r, problem.norm)
+    return _violations_z(problem, pat, 2.0 * r)
+
+
+def _violations_z(problem: ConvexProblem, pat: Patterns, z: np.ndarray) -> np.ndarray:
+    """(P, 2) dual checks of the dual point z: max over unit g ∈ K_i of ±zᵀ D_i X g (≤ β at the optimum)."""
+    plus, minus = pattern_dual_norms(pat, problem.X, z, problem.norm)
     return np.stack([plus, minus], axis=1)
+
+
+def _pricing_point(problem: ConvexProblem, sol: _Solution, net: PlainNetwork) -> np.ndarray:
+    """The dual point at which the working set prices every pattern: the solver's multiplier where
+    there is one (accurate to the solver's tolerance), else −∇L at the rebuilt network's fit."""
+    if problem.loss == "square":
+        r = sol.residual if sol.residual is not None else problem.y - _relu_outputs(problem.X, net)
+        return 2.0 * r
+    return sol.z if sol.z is not None else problem.dual_point(_relu_outputs(problem.X, net))
 
 
 def _select(viol: np.ndarray, candidates: np.ndarray, edges: np.ndarray, count: int) -> np.ndarray:
@@ -529,7 +688,7 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     if objective is None:
-        objective = make_objective(problem.X, problem.y, problem.parameterisation, "relu", "square", problem.lam, problem.reduction)
+        objective = make_objective(problem.X, problem.y, problem.parameterisation, "relu", problem.loss, problem.lam, problem.reduction)
 
     if isinstance(patterns, str) and patterns == "sampled":
         return _solve_sampled(problem, solver, objective, num_samples, key, t_start)
@@ -551,10 +710,10 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
         timings["setup"], timings["solve"] = sol.setup_seconds, sol.seconds
     else:
         # working set: start from the patterns most violated at the zero network
-        viol = _violations(problem, pat, problem.y)
+        viol = _violations_z(problem, pat, problem.dual_point(np.zeros(problem.n)))
         mask = np.zeros((P, 2), bool)
         mask.flat[_select(viol, viol > beta, cast(np.ndarray, edges), solver.initial)] = True  # edges: not the plain formulation here
-        sol = _Solution(np.zeros((0, problem.d)), float(problem.y @ problem.y), "optimal", 0.0, 0.0)
+        sol = _Solution(np.zeros((0, problem.d)), problem.data_value(np.zeros(problem.n)), "optimal", 0.0, 0.0)
         pairs = _pairs_from_mask(mask)
         timings["setup"] = timings["solve"] = 0.0
         rounds = 0
@@ -566,8 +725,7 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
             timings["setup"] += sol.setup_seconds
             timings["solve"] += sol.seconds
             net = network_from_solution(sol.U, pairs[:, 1].astype(np.float64), solver.prune)
-            r = sol.residual if sol.residual is not None else problem.y - _relu_outputs(problem.X, net)
-            viol = _violations(problem, pat, r)
+            viol = _violations_z(problem, pat, _pricing_point(problem, sol, net))
             bad = (viol > beta * (1.0 + solver.certificate_tol)) & ~mask
             if not bad.any() or not sol.status.startswith("optimal"):
                 break
@@ -581,9 +739,21 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
         value = sol.value
     timings["program"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    candidates = (sol.residual,) if problem.loss == "square" else (sol.z,)
     upper = network_loss(objective, net)
-    dual = certify(problem, pat, net, (sol.residual,))
+    dual = certify(problem, pat, net, candidates)
+    unmerged_width = int(net.alpha.shape[0])
     timings["certificate"] = time.perf_counter() - t0
+    if solver.merge and unmerged_width > 1:
+        t0 = time.perf_counter()
+        merged = merge_atoms(net, problem.X, crumb=solver.crumb)
+        upper_merged = network_loss(objective, merged)
+        # kept when it costs at most the certificate's own gap (in practice it lowers the loss or moves it by rounding)
+        if upper_merged <= upper + max(upper - dual.value, 1e-12 * abs(upper)):
+            own = problem.y - _relu_outputs(problem.X, net) if problem.loss == "square" else problem.dual_point(_relu_outputs(problem.X, net))
+            net, upper = merged, upper_merged
+            dual = certify(problem, pat, net, (*candidates, own))
+        timings["merge"] = time.perf_counter() - t0
     lower = dual.value
     gap = upper - lower
     return GlobalOptimum(
@@ -607,10 +777,13 @@ def _solve(problem, solver, objective, patterns, num_samples, key) -> GlobalOpti
         dual=dual,
         solver_value=problem.scale * value,
         timings=timings,
+        loss=problem.loss,
+        unmerged_width=unmerged_width,
     )
 
 
 def _solve_sampled(problem, solver, objective, num_samples, key, t_start) -> GlobalOptimum:
+    require(problem.loss == "square", "patterns", "sampled patterns are implemented for the square loss only", "use patterns='exact' (rank(X) ≤ 3)")
     t0 = time.perf_counter()
     D = sample_patterns(problem.X, num_samples, key)
     pairs = _all_pairs(len(D))
@@ -638,4 +811,5 @@ def _solve_sampled(problem, solver, objective, num_samples, key, t_start) -> Glo
         n_regions=0,
         dual=dual,
         timings={"program": time.perf_counter() - t0},
+        unmerged_width=int(net.alpha.shape[0]),
     )
