@@ -249,9 +249,9 @@ CASES = [
     # optimum
     ("optimum-missing-data", ["optimum", "--data", "{tmp}/none.npz", "--lam", "1e-3"], None, ["none.npz", "does not exist"]),
     ("optimum-data-folder", ["optimum", "--data", "{tmp}/adir.npz", "--lam", "1e-3"], data_files, ["adir.npz", "folder"]),
-    ("optimum-text-as-npz", ["optimum", "--data", "{tmp}/text.npz", "--lam", "1e-3"], data_files, ["text.npz", "not an .npz file"]),
-    ("optimum-npy", ["optimum", "--data", "{tmp}/arr.npy", "--lam", "1e-3"], data_files, ["arr.npy", "single array"]),
-    ("optimum-object-array", ["optimum", "--data", "{tmp}/obj.npz", "--lam", "1e-3"], data_files, ["obj.npz", "unpickling"]),
+    ("optimum-text-as-npz", ["optimum", "--data", "{tmp}/text.npz", "--lam", "1e-3"], data_files, ["text.npz", "not an .npz"]),
+    ("optimum-npy", ["optimum", "--data", "{tmp}/arr.npy", "--lam", "1e-3"], data_files, ["arr.npy", "nor an .npz"]),
+    ("optimum-object-array", ["optimum", "--data", "{tmp}/obj.npz", "--lam", "1e-3"], data_files, ["obj.npz", "Python objects"]),
     ("optimum-no-y", ["optimum", "--data", "{tmp}/noy.npz", "--lam", "1e-3"], data_files, ["noy.npz", "'y'"]),
     ("optimum-nan-data", ["optimum", "--data", "{tmp}/nan.npz", "--lam", "1e-3"], data_files, ["data.X", "NaN"]),
     ("optimum-lam-inf", ["optimum", "--data", "{tmp}/ok.npz", "--lam", "inf"], data_files, ["lam", "finite"]),

@@ -113,6 +113,8 @@ def _existing_file(path: str | Path, kind: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise InputError("data.path", f"file {str(path)!r} does not exist", f"give the path of a {kind} file (relative to the current directory)")
+    if path.is_dir():
+        raise InputError("data.path", f"{str(path)!r} is a folder, not a {kind} file", f"give the path of a {kind} file")
     if not path.is_file():
         raise InputError("data.path", f"{str(path)!r} is not a file", f"give the path of a {kind} file")
     return path
