@@ -11,19 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TINY  # the smallest chizat-bach-relu run that still exercises every file
 from wgflow import experiments
 from wgflow.cli import main
 from wgflow.experiments.rundir import INTERRUPT_ENV, MANIFEST, SimulatedInterrupt
-
-TINY = [
-    "sweep.widths=[3, 6]",
-    "sweep.seeds=2",
-    "train.num_steps=300",
-    "output.checkpoint_every=100",
-    "output.snapshots=10",
-    "output.metrics_points=20",
-    "output.animation=false",
-]
 
 
 def sets(*items):

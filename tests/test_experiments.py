@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import TINY  # the smallest chizat-bach-relu run that still exercises every file
 from wgflow import experiments, make_objective
 from wgflow.cli import app
 from wgflow.data import teacher_student
@@ -21,16 +22,6 @@ from wgflow.init import initial_measure
 from wgflow.measure import Measure
 
 runner = CliRunner()
-
-TINY = [
-    "sweep.widths=[3, 6]",
-    "sweep.seeds=2",
-    "train.num_steps=300",
-    "output.checkpoint_every=100",
-    "output.snapshots=10",
-    "output.metrics_points=20",
-    "output.animation=false",
-]
 
 
 @pytest.fixture
