@@ -75,13 +75,13 @@ def as_int(value: Any, field: str, *, minimum: int = 1) -> int:
     return int(v)  # type: ignore[arg-type]  # checked above
 
 
-def as_real(value: Any, field: str, *, allow_zero: bool = False, positive: bool = True) -> float:
+def as_real(value: Any, field: str, *, allow_zero: bool = False, positive: bool = True, fix: str | None = None) -> float:
     """``value`` as a finite ``float`` (> 0, or >= 0 with ``allow_zero``; any sign unless ``positive``),
-    from a Python, NumPy or JAX real scalar, else a clear error naming ``field``."""
+    from a Python, NumPy or JAX real scalar, else a clear error naming ``field`` (and ``fix``, if given)."""
     import math
 
     v = scalar(value, "if")
     ok = v is not None and math.isfinite(v) and (not positive or (v >= 0 if allow_zero else v > 0))
     bound = "" if not positive else (" >= 0" if allow_zero else " > 0")
-    require(ok, field, f"must be a finite number{bound}", f"set {field} to a finite value{bound}", value)
+    require(ok, field, f"must be a finite number{bound}", fix or f"set {field} to a finite value{bound}", value)
     return float(v)  # type: ignore[arg-type]  # checked above

@@ -412,7 +412,7 @@ def summarise(cfg: Config, results: dict, optima: dict, seconds: float, messages
                 "diverged": sum(r["status"] == "diverged" for r in group),
                 "backtracked": sum(r["retaken_steps"] > 0 for r in group),
                 "converged": sum(r["converged"] for r in group),
-                "median_final_objective": float(np.nanmedian(Ff)) if np.isfinite(Ff).any() else None,
+                "median_final_objective": _median(Ff),
                 "min_final_objective": float(np.nanmin(Ff)) if np.isfinite(Ff).any() else None,
             }
             if opt is not None:

@@ -35,7 +35,7 @@ from jax import Array
 from jax.sharding import Mesh
 
 from wgflow import sharding
-from wgflow.errors import InputError, require, scalar
+from wgflow.errors import InputError, as_real, require
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.measure import Measure
@@ -215,10 +215,7 @@ def langevin_gd(
     ``final`` are Measures; ``solution.loop.state.key`` continues the noise.
     """
     _check(objective, mu0)
-    T = scalar(temperature, "if")
-    ok = T is not None and math.isfinite(T) and T >= 0
-    require(ok, "temperature", "must be a finite number >= 0", "set temperature >= 0 (0 is explicit GD)", temperature)
-    temperature = float(T)  # type: ignore[arg-type]  # checked above
+    temperature = as_real(temperature, "temperature", allow_zero=True, fix="set temperature >= 0 (0 is explicit GD)")
     try:
         key = jnp.asarray(key)
         ok = key.dtype == jnp.uint32 and key.shape == (2,) or jnp.issubdtype(key.dtype, jax.dtypes.prng_key)

@@ -416,8 +416,7 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
     """The step (substep) ``t`` taken, where ``go``; the growth limit counts from the first nonzero F."""
     if monitor is None:
         return eqx.tree_at(lambda s: (s.state, s.step), loop, (_where(go, t.new, loop.state), loop.step + go.astype(jnp.int32)))
-    backtrack = monitor.policy == "backtrack"
-    if not backtrack:  # one substep per step: only the state, the step and the references move
+    if monitor.policy != "backtrack":  # one substep per step: only the state, the step and the references move
         moved = (t.new, loop.step + 1, jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0), jnp.minimum(loop.F_min, t.F))
         kept = (loop.state, loop.step, loop.F0, loop.F_min)
         return eqx.tree_at(lambda s: (s.state, s.step, s.F0, s.F_min), loop, _where(go, moved, kept))
@@ -428,7 +427,7 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
     recover = (level > 0) & (good >= monitor.recover_after) & done
     level, good = jnp.where(recover, level - 1, level), jnp.where(recover, 0, good)
     new_loop = eqx.tree_at(
-        lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min),
+        lambda s: (s.state, s.prev, s.step, s.sub, s.level, s.prev_step, s.prev_sub, s.good, s.F0, s.F_min, s.dt_last, s.rise_age),
         loop,
         (
             t.new,
@@ -441,10 +440,10 @@ def _accept(monitor: Monitor | None, loop: LoopState, t: _Tried, go) -> LoopStat
             good,
             jnp.where(loop.F0 == 0, jnp.abs(t.F), loop.F0),
             jnp.minimum(loop.F_min, t.F),
+            t.dt.astype(loop.dt_last.dtype),
+            loop.rise_age + 1,
         ),
-        is_leaf=lambda x: x is None,
     )
-    new_loop = eqx.tree_at(lambda s: (s.dt_last, s.rise_age), new_loop, (t.dt.astype(loop.dt_last.dtype), loop.rise_age + 1))
     return _where(go, new_loop, loop)
 
 
