@@ -51,7 +51,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from wgflow import sharding
 from wgflow.errors import InputError, require, require_positive
 from wgflow.flows.schedules import Schedule, step_sizes
 from wgflow.flows.schedules import times as schedule_times
@@ -678,6 +681,7 @@ def jko(
     callback: Callable | None = None,
     max_seconds: float | None = None,
     memory_limit: float | None = None,
+    shard: bool | Mesh = False,
 ) -> Solution:
     """The entropic JKO flow (1) of ``objective`` on ``grid`` from ``p0``: ``num_steps`` steps of size ``tau``.
 
@@ -694,6 +698,10 @@ def jko(
     ``SaveAt(fn=lambda t, state, problem: state.masses)`` to keep the masses instead) and whose
     ``final`` is the last :class:`JKOState`. Stats per step: ``kkt``, ``gap``, ``mass_error``,
     ``iterations``, ``inner_iterations``, ``kernel_applications``.
+
+    ``shard=True`` (or a :class:`jax.sharding.Mesh`) splits the grid points over all devices
+    (of all processes under ``jax.distributed``; the grid size must be a multiple of the
+    device count); XLA partitions the step, and the results are those of one device, to rounding.
     """
     etas = step_sizes(tau, num_steps, "tau")
     require_positive(blur, "blur")
@@ -702,6 +710,8 @@ def jko(
     per_save = 1 if save.fn is not None else grid.dim + 1 if isinstance(grid, Grid) else 1  # a saved Measure holds the positions too
     problem = _validated_problem(objective, grid, solver, memory_limit, n_saves * per_save + 2)
     q0 = jnp.asarray(_initial_masses(problem, p0), objective.X.dtype)
+    if shard is not False:
+        problem, q0 = _shard_grid(problem, q0, sharding.atom_mesh() if shard is True else shard)
     return solve(
         JKO(jnp.asarray(blur, q0.dtype), solver),
         problem,
@@ -715,6 +725,20 @@ def jko(
         max_seconds=max_seconds,
         name=f"JKO ({type(solver).__name__})",
     )
+
+
+def _shard_grid(problem: JKOProblem, q0: Array, mesh: Mesh) -> tuple[JKOProblem, Array]:
+    """The grid points (columns of Φ, λV, the positions, the masses) split over ``mesh``; the rest replicated."""
+    N = problem.grid.size
+    require(N % mesh.size == 0, "grid", f"has {N} points, not a multiple of the {mesh.size} devices to shard over", "choose a grid size divisible by the device count, or shard=False")
+    ax = sharding.AXIS
+    put = lambda x, *spec: sharding.put(x, NamedSharding(mesh, P(*spec)))  # noqa: E731
+    problem = eqx.tree_at(
+        lambda pb: (pb.objective, pb.features, pb.potential, pb.points),
+        problem,
+        (sharding.replicated(problem.objective, mesh), put(problem.features, None, ax), put(problem.potential, ax), put(problem.points, ax, None)),
+    )
+    return problem, put(q0, None, ax)
 
 
 __all__ = [

@@ -37,7 +37,7 @@ from jax.sharding import Mesh
 from wgflow import sharding
 from wgflow.errors import InputError, as_real, require
 from wgflow.flows.schedules import Schedule
-from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
+from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, results_of, solve
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 
@@ -141,7 +141,7 @@ def _sharded(flow, objective: Objective, mu0: Measure, shard, **kwargs) -> Solut
     sol = flow(sharding.replicate(objective, mesh), mu, **kwargs)
 
     def cut(x: Measure) -> Measure:
-        return Measure(np.asarray(x.positions)[..., :m, :], np.asarray(x.masses)[..., :m])  # type: ignore[arg-type]  # host arrays
+        return Measure(sharding.to_host(x.positions)[..., :m, :], sharding.to_host(x.masses)[..., :m])  # type: ignore[arg-type]  # host arrays
 
     saved = cut(sol.saved) if isinstance(sol.saved, Measure) else sol.saved
     final = cut(sol.final)
@@ -208,13 +208,19 @@ def langevin_gd(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    shard: bool | Mesh = False,
 ) -> Solution:
     """Mean-field Langevin dynamics at ``temperature`` T ≥ 0 from ``mu0`` (see :class:`LangevinGD`).
 
     ``key``: a ``jax.random`` key; the same key gives the same run. The saved values and
     ``final`` are Measures; ``solution.loop.state.key`` continues the noise.
+    ``shard``: as for :func:`explicit_gd`; the noise is the same as on one device (JAX draws
+    it from the key and the global shape, and padding atoms only extend that shape).
     """
     _check(objective, mu0)
+    if shard is not False:
+        kwargs = dict(step_size=step_size, num_steps=num_steps, temperature=temperature, key=key, save=save, monitor=monitor)
+        return _sharded(langevin_gd, objective, mu0, shard, **kwargs, block_size=block_size, callback=callback, max_seconds=max_seconds)
     temperature = as_real(temperature, "temperature", allow_zero=True, fix="set temperature >= 0 (0 is explicit GD)")
     try:
         key = jnp.asarray(key)
@@ -509,11 +515,13 @@ def implicit_gd(
     block_size: int = 64,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    shard: bool | Mesh = False,
 ) -> Solution:
     """Implicit (proximal) particle gradient descent; see the module docstring and :class:`ImplicitGD`.
 
     By default (``Monitor()``) a step whose inner solver misses its tolerance stops the run
     with ``inner_not_converged``; ``Monitor(policy="warn")`` goes on and reports it.
+    ``shard``: as for :func:`explicit_gd`.
     """
     _check(objective, mu0)
     require(isinstance(solver, ProxSolver), "solver", "must be a ProxSolver", value=solver)
@@ -525,6 +533,9 @@ def implicit_gd(
         "must be a finite number > 0 (or None)",
         value=solver.tol,
     )
+    if shard is not False:
+        kwargs = dict(step_size=step_size, num_steps=num_steps, solver=solver, save=save, monitor=monitor)
+        return _sharded(implicit_gd, objective, mu0, shard, **kwargs, block_size=block_size, callback=callback, max_seconds=max_seconds)
     return solve(
         ImplicitGD(solver),
         objective,
@@ -550,20 +561,33 @@ def explicit_gd_sweep(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    shard: bool | Mesh = False,
 ) -> Solution:
     """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on one
     objective, as one vmapped program, with a result code per run. Runs of different widths
     are padded with zero-mass particles (:func:`wgflow.measure.stack_padded`), which change
     neither F nor the other particles' velocities. ``step_size``: shared (a float, a
     schedule) or one per run ((R,) or (R, K)). ``mus`` may be the ``loop`` of an earlier
-    sweep, to continue it. Returns a batched :class:`~wgflow.flows.solve.Solution`."""
+    sweep, to continue it. ``shard=True`` (or a :class:`jax.sharding.Mesh`) splits the runs over
+    all devices — of all processes under ``jax.distributed`` — padded with copies of the last
+    run to a multiple of the device count; every process gets all runs back.
+    Returns a batched :class:`~wgflow.flows.solve.Solution`."""
     if not isinstance(mus, LoopState):
         require(isinstance(mus, Measure), "mus", "must be a batch of Measures (positions (R, m, D), masses (R, m))")
         require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
         objective.unit.check_input_dim(mus.positions.shape[-1], objective.d)
         require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
         require(bool(jnp.all(jnp.isfinite(mus.masses))), "mus.masses", "contain NaN/inf", "give finite masses")
-    return solve(
+    R = None
+    if shard is not False:
+        require(isinstance(mus, Measure), "mus", "a sharded sweep starts from a batch of Measures, not a LoopState")
+        mesh = sharding.atom_mesh() if shard is True else shard
+        mus, R = sharding.shard_runs(mus, mesh)
+        objective = sharding.replicated(objective, mesh)
+        etas = np.asarray(step_size) if not callable(step_size) else None
+        if etas is not None and etas.ndim >= 1 and etas.shape[0] == R and mus.positions.shape[0] > R:  # one step size per run: pad as the runs
+            step_size = np.concatenate([etas, np.repeat(etas[-1:], mus.positions.shape[0] - R, axis=0)])
+    sol = solve(
         ExplicitGD(),
         objective,
         mus,
@@ -575,4 +599,29 @@ def explicit_gd_sweep(
         callback=callback,
         max_seconds=max_seconds,
         batched=True,
+    )
+    return sol if R is None or R == sol.num_runs else _first_runs(sol, R)
+
+
+def _first_runs(sol: Solution, R: int) -> Solution:
+    """The batched solution of runs 0..R−1 (the padding runs of a sharded sweep dropped)."""
+
+    def first(tree):
+        return jax.tree_util.tree_map(lambda a: a[:R], sharding.gathered(tree))
+
+    return Solution(
+        times=sol.times[:R],
+        objective=sol.objective[:R],
+        stats=first(sol.stats),
+        save_steps=sol.save_steps,
+        save_times=sol.save_times[:R],
+        saved=first(sol.saved),
+        final=first(sol.final),
+        result=results_of(sol.codes[:R]),
+        stop_step=np.asarray(sol.stop_step)[:R],
+        loop=first(sol.loop),
+        message=tuple(sol.message[:R]),
+        batched=True,
+        seconds=sol.seconds,
+        compile_seconds=sol.compile_seconds,
     )

@@ -40,6 +40,7 @@ from jax import Array
 from wgflow.errors import InputError, as_int, require
 from wgflow.flows.schedules import Schedule, step_sizes
 from wgflow.runtime import CompileTimer
+from wgflow.sharding import gathered, to_host
 
 # --------------------------------------------------------------------------- result codes
 
@@ -793,8 +794,8 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
 
 def _host_loop(loop: LoopState) -> dict:
     keys = ("step", "time", "result", "retakes", "max_level", "max_rise", "kinks", "event_step", "event_F", "event_F_min", "event_dt", "events", "F0")
-    out = {k: np.asarray(getattr(loop, k)) for k in keys}
-    out.update({f"event_stats/{k}": np.asarray(v) for k, v in loop.event_stats.items()})
+    out = {k: to_host(getattr(loop, k)) for k in keys}
+    out.update({f"event_stats/{k}": to_host(v) for k, v in loop.event_stats.items()})
     return out
 
 
@@ -869,13 +870,13 @@ def solve(
         dtype = float_dtype(loop.state)
         t_local = np.concatenate([np.zeros(etas.shape[:-1] + (1,)), np.cumsum(etas, axis=-1)], axis=-1)
         save_steps = saveat.resolve(t_local[0] if per_run else t_local)
-        k_start = np.asarray(loop.step)
-        active0 = np.asarray(loop.active)
-        F_min_start = np.asarray(loop.F_min, np.float64)
+        k_start = to_host(loop.step)
+        active0 = to_host(loop.active)
+        F_min_start = to_host(loop.F_min, np.float64)
         k0 = int(np.max(np.where(active0, k_start, -1))) if batched else int(k_start)
         k0 = max(k0, 0)
         require(bool(np.all((k_start == k0) | ~active0)), "x0", "every active run of a continued batch must be at the same step")
-        t0 = np.asarray(loop.time, np.float64)
+        t0 = to_host(loop.time, np.float64)
         times = (t0[:, None] + (t_local if per_run else t_local[None])) if batched else float(t0) + t_local
         lead: tuple[int, ...] = (cast(int, R),) if batched else ()  # R is an int whenever batched
         one_state = jax.tree_util.tree_map(lambda a: a[0], loop.state) if batched else loop.state
@@ -891,9 +892,9 @@ def solve(
 
         def write(outs):
             w, F, st, ns = outs
-            w = np.asarray(w) - k0
-            F, ns = np.asarray(F), np.asarray(ns)
-            st = {k: np.asarray(v) for k, v in st.items()}
+            w = to_host(w) - k0
+            F, ns = to_host(F), to_host(ns)
+            st = {k: to_host(v) for k, v in st.items()}
             rows = np.broadcast_to(np.arange(R)[:, None], w.shape) if batched else np.zeros(w.shape, int)
             valid = w >= 0
             r_idx, c_idx = rows[valid], w[valid]
@@ -912,8 +913,8 @@ def solve(
         def run_to(loop, target):
             """Blocks until every active run is at (local) step ``target``."""
             while True:
-                steps_now = np.asarray(loop.step) - k0
-                behind = np.asarray(loop.active) & (steps_now < target)
+                steps_now = to_host(loop.step) - k0
+                behind = to_host(loop.active) & (steps_now < target)
                 if not np.any(behind):
                     return loop
                 lo = int(np.min(steps_now[behind])) if batched else int(steps_now)
@@ -932,14 +933,14 @@ def solve(
             while True:
                 at = jnp.asarray(k0 + target, jnp.int32)
                 loop, F, back = (_check_batch if batched else _check)(flow, monitor, problem, loop, at, final)
-                if not np.any(np.asarray(back)):
-                    return loop, np.asarray(F), sent
+                if not np.any(to_host(back)):
+                    return loop, to_host(F), sent
                 sent = True
                 loop = run_to(loop, target)
 
         def where_now(loop):
             """Each run's local step (a stopped run stays at its last state)."""
-            return np.clip(np.asarray(loop.step) - k0, 0, K)
+            return np.clip(to_host(loop.step) - k0, 0, K)
 
         saved, saved_at, save_rows = [saver(loop, times, where_now(loop))], [0], [where_now(loop)]
         stop_reason, reached = None, 0
@@ -947,7 +948,7 @@ def solve(
         for target in targets:
             loop = run_to(loop, target)
             reached = target
-            if not np.any(np.asarray(loop.active)):
+            if not np.any(to_host(loop.active)):
                 break  # every run has stopped: nothing further to run or save
             if target in save_steps and target < K:
                 if backtrack:
@@ -973,14 +974,14 @@ def solve(
         if callback is not None and reached == K:
             callback(k0 + K, times[..., K], F_here)
         if stop_reason is not None:
-            stopped = np.asarray(loop.active) & (np.asarray(loop.result) == SUCCESSFUL)
+            stopped = to_host(loop.active) & (to_host(loop.result) == SUCCESSFUL)
             loop = eqx.tree_at(
                 lambda s: (s.result, s.active),
                 loop,
-                (jnp.where(stopped, STOPPED, loop.result).astype(jnp.int32), jnp.asarray(np.asarray(loop.active) & ~stopped)),
+                (jnp.where(stopped, STOPPED, loop.result).astype(jnp.int32), jnp.asarray(to_host(loop.active) & ~stopped)),
             )
 
-        stop_step = np.clip(np.asarray(loop.step) - k0, 0, K)
+        stop_step = np.clip(to_host(loop.step) - k0, 0, K)
         if batched:
             rows = np.arange(cast(int, R))
             fill = np.isnan(objective[rows, stop_step])
@@ -988,7 +989,7 @@ def solve(
             for r in range(cast(int, R)):
                 s = int(stop_step[r])
                 objective[r, s + 1 :] = np.nan
-                done = np.asarray(loop.result)[r] == SUCCESSFUL and s == K
+                done = to_host(loop.result)[r] == SUCCESSFUL and s == K
                 for v in (*stats.values(), substeps):
                     v[r, s + (0 if done else 1) :] = np.nan
             t_end = times[rows, stop_step]
@@ -1001,8 +1002,8 @@ def solve(
         # relative to it; rises within the rounding floor (the monitor's atol) do not count
         obj2 = objective if batched else objective[None]
         F_start = np.atleast_1d(F_min_start)
-        F0_all = np.atleast_1d(np.asarray(loop.F0, np.float64))
-        eps = float(np.finfo(np.asarray(loop.F0).dtype).eps)
+        F0_all = np.atleast_1d(to_host(loop.F0, np.float64))
+        eps = float(np.finfo(to_host(loop.F0).dtype).eps)
         rises = np.zeros(obj2.shape[0])
         for r in range(obj2.shape[0]):
             F = obj2[r, : int(np.atleast_1d(stop_step)[r]) + 1]
@@ -1013,11 +1014,11 @@ def solve(
                 above = F - run_min > floor
                 rel = (F - run_min) / np.maximum(np.abs(run_min), 1e-300)
                 rises[r] = max(0.0, float(np.max(np.where(above, rel, 0.0))))
-        max_rise = np.maximum(np.asarray(loop.max_rise, np.float64), rises if batched else rises[0])
-        loop = eqx.tree_at(lambda st: (st.time, st.max_rise), loop, (np.asarray(t_end, np.float64), max_rise))
+        max_rise = np.maximum(to_host(loop.max_rise, np.float64), rises if batched else rises[0])
+        loop = eqx.tree_at(lambda st: (st.time, st.max_rise), loop, (to_host(t_end, np.float64), max_rise))
         host = _host_loop(loop)
         # the step before each run's failure, for the message's stable step size
-        ev = np.atleast_1d(np.asarray(loop.event_step)) - k0
+        ev = np.atleast_1d(to_host(loop.event_step)) - k0
         speed_rec = stats.get("speed")
         for key in ("event_F_last", "event_speed_last", "event_dt_last"):
             host[key] = np.full(len(ev), np.nan)
@@ -1035,7 +1036,7 @@ def solve(
             message = _message(name, flow, problem, host, None, K_global, monitor, stop_reason)
         saved_tree = jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1 if batched else 0), *saved)
         all_stats = {**stats, "substeps": substeps} if backtrack else stats
-        result = results_of(np.asarray(loop.result))
+        result = results_of(to_host(loop.result))
         if batched:
             fields = dict(times=times, objective=objective, stats=all_stats, save_times=np.take_along_axis(times, save_local, axis=1), stop_step=stop_step)
         else:
@@ -1049,7 +1050,7 @@ def solve(
         **fields,
         save_steps=save_steps,
         saved=saved_tree,
-        final=loop.state,
+        final=gathered(loop.state),
         result=result,
         loop=loop,
         message=message,
@@ -1078,7 +1079,7 @@ def _start(flow, problem, x0, monitor, batched: bool, name: str) -> tuple[LoopSt
         R = int(np.shape(leaves[0])[0])
         require(all(np.shape(x)[0] == R for x in leaves), "x0", "every array of a batch needs the same leading run axis")
         state = eqx.filter_vmap(flow.init, in_axes=(None, 0))(problem, x0)
-        F0 = np.asarray(_value_batch(flow, problem, state))
+        F0 = to_host(_value_batch(flow, problem, state))
         if not np.all(np.isfinite(F0)):
             r = int(np.argmax(~np.isfinite(F0)))
             raise InputError("initial state", f"run {r}: the objective at the start of the {name} is {F0[r]}", "check the data and the initial measures")
@@ -1095,16 +1096,18 @@ def _saver(flow, problem, saveat: SaveAt, batched: bool, R, one_state) -> Callab
     """``saver(loop, times, k)``: what to keep of the states, which stand at local step k (per run
     when batched), as host arrays."""
     if saveat.fn is None:
-        default = (lambda st: flow.measure(problem, st)) if jax.eval_shape(lambda st: flow.measure(problem, st), one_state) is not None else (lambda st: st)
-        compiled = eqx.filter_jit(jax.vmap(default) if batched else default)
-        return lambda loop, times, k: jax.tree_util.tree_map(np.asarray, compiled(loop.state))
+        # the problem is an argument, not a constant: its arrays may span other processes' devices
+        has_measure = jax.eval_shape(lambda st: flow.measure(problem, st), one_state) is not None
+        default = (lambda pb, st: flow.measure(pb, st)) if has_measure else (lambda pb, st: st)
+        compiled = eqx.filter_jit(jax.vmap(default, in_axes=(None, 0)) if batched else default)
+        return lambda loop, times, k: jax.tree_util.tree_map(to_host, compiled(problem, loop.state))
     fn = saveat.fn
 
     def save(loop, times, k):
         if not batched:
-            return jax.tree_util.tree_map(np.asarray, fn(float(times[int(k)]), loop.state, problem))
+            return jax.tree_util.tree_map(to_host, fn(float(times[int(k)]), loop.state, problem))
         vals = [
-            jax.tree_util.tree_map(np.asarray, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem)) for r in range(R)
+            jax.tree_util.tree_map(to_host, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem)) for r in range(R)
         ]
         return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *vals)
 
