@@ -132,16 +132,42 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in --out (only the files its manifest lists are deleted)"),
     force: bool = typer.Option(False, "--force", help="write into a non-empty folder that is not a wgflow run (never over its files)"),
     plugin: List[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
+    processes: Optional[int] = typer.Option(
+        None,
+        "--processes",
+        min=1,
+        help="run as N local processes of one jax.distributed job (process 0 writes the folder); without it, under srun or mpirun the cluster's processes join",
+    ),
 ) -> None:
     """Run an experiment; writes config, summary.json, metrics.csv, checkpoints and figures to one folder."""
-    from wgflow import experiments
+    from wgflow import distributed, experiments
 
+    if processes is not None and processes > 1 and distributed.COORDINATOR_ENV not in os.environ:
+        raise typer.Exit(distributed.launch(_without_processes(sys.argv[1:]), processes))
     with _clean_errors():
+        distributed.initialize()
         _x64()
         rd, summary = experiments.run(name, set_, out, quick, resume, overwrite=overwrite, force=force, plugins=plugin)
+        from wgflow.experiments.rundir import writes_files
+
+        if not writes_files():  # process k > 0 of a job: process 0 reports
+            return
     _print_summary(summary)
     typer.echo(f"\nwrote {rd.path}/: " + ", ".join(sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))))
     _warn_unsuccessful(summary, rd.path)
+
+
+def _without_processes(argv: List[str]) -> List[str]:
+    """The command line with its ``--processes N`` (or ``--processes=N``) removed."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            out.append(a)
+    return out
 
 
 def _warn_unsuccessful(summary: dict, path: Path) -> None:

@@ -18,7 +18,7 @@ from wgflow.errors import InputError
 from wgflow.experiments import config as _config
 from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
 from wgflow.experiments.plugins import import_plugins
-from wgflow.experiments.rundir import RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals
+from wgflow.experiments.rundir import Plan, RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals, writes_files
 from wgflow.resources import Need, check_needs
 from wgflow.runtime import CompileTimer
 
@@ -149,7 +149,10 @@ def run(
         path = base if (resume or overwrite or force) else _fresh_folder(base)
         if path != base:
             echo(f"{base} holds a previous run: writing to {path} (--overwrite replaces {base}, --out chooses the folder)")
-    plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force)
+    if writes_files():
+        plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force)
+    else:  # process k > 0 of a jax.distributed job: process 0 checks and writes the folder
+        plan, echo = Plan(path, None, False, ()), (lambda msg: None)
     for notice in (*plan.notices, time_notice(module, cfg)):
         if notice:
             echo(notice)

@@ -71,7 +71,15 @@ class RunInterrupted(KeyboardInterrupt):
 # --------------------------------------------------------------------------- files
 
 
+def writes_files() -> bool:
+    """Whether this process writes run folders: process 0 of a ``jax.distributed`` job (the
+    others compute the same results and write nothing); always, in a single process."""
+    return jax.process_index() == 0
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    if not writes_files():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -394,6 +402,8 @@ class RunDir:
 
     def _claim(self, rel: str) -> Path:
         """List ``rel`` in the manifest before it is written; a foreign file of that name is refused."""
+        if self.manifest is not None and not writes_files():  # process 0 of the job claims and writes
+            return self.path / rel
         if self.manifest is None:
             raise RuntimeError(f"{self.path} was opened read-only (RunDir(path)); open it with open_run or open_finished to write")
         target = self.path / rel
@@ -518,6 +528,8 @@ def open_run(plan: Plan, config_hash: str, config_text: str, *, experiment: str,
     from wgflow import __version__
 
     path = plan.path
+    if not writes_files():  # another process of a jax.distributed job writes the folder
+        return RunDir(path, {"files": [], "state": RUNNING, "resume_command": resume_command(path)})
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

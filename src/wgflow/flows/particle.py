@@ -561,7 +561,7 @@ def explicit_gd_sweep(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
-    shard: bool | Mesh = False,
+    shard: bool | Mesh | None = None,
 ) -> Solution:
     """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on one
     objective, as one vmapped program, with a result code per run. Runs of different widths
@@ -570,7 +570,8 @@ def explicit_gd_sweep(
     schedule) or one per run ((R,) or (R, K)). ``mus`` may be the ``loop`` of an earlier
     sweep, to continue it. ``shard=True`` (or a :class:`jax.sharding.Mesh`) splits the runs over
     all devices — of all processes under ``jax.distributed`` — padded with copies of the last
-    run to a multiple of the device count; every process gets all runs back.
+    run to a multiple of the device count; every process gets all runs back (as NumPy arrays).
+    ``shard=None`` (default): split when there are several processes, not otherwise.
     Returns a batched :class:`~wgflow.flows.solve.Solution`."""
     if not isinstance(mus, LoopState):
         require(isinstance(mus, Measure), "mus", "must be a batch of Measures (positions (R, m, D), masses (R, m))")
@@ -579,14 +580,16 @@ def explicit_gd_sweep(
         require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
         require(bool(jnp.all(jnp.isfinite(mus.masses))), "mus.masses", "contain NaN/inf", "give finite masses")
     R = None
+    if shard is None:
+        shard = jax.process_count() > 1
     if shard is not False:
-        require(isinstance(mus, Measure), "mus", "a sharded sweep starts from a batch of Measures, not a LoopState")
         mesh = sharding.atom_mesh() if shard is True else shard
         mus, R = sharding.shard_runs(mus, mesh)
         objective = sharding.replicated(objective, mesh)
+        R_padded = int(jax.tree_util.tree_leaves(mus)[0].shape[0])
         etas = np.asarray(step_size) if not callable(step_size) else None
-        if etas is not None and etas.ndim >= 1 and etas.shape[0] == R and mus.positions.shape[0] > R:  # one step size per run: pad as the runs
-            step_size = np.concatenate([etas, np.repeat(etas[-1:], mus.positions.shape[0] - R, axis=0)])
+        if etas is not None and etas.ndim >= 1 and etas.shape[0] == R and R_padded > R:  # one step size per run: pad as the runs
+            step_size = np.concatenate([etas, np.repeat(etas[-1:], R_padded - R, axis=0)])
     sol = solve(
         ExplicitGD(),
         objective,
@@ -600,7 +603,7 @@ def explicit_gd_sweep(
         max_seconds=max_seconds,
         batched=True,
     )
-    return sol if R is None or R == sol.num_runs else _first_runs(sol, R)
+    return sol if R is None else _first_runs(sol, R)
 
 
 def _first_runs(sol: Solution, R: int) -> Solution:
