@@ -58,6 +58,30 @@ def run_fresh(script: str, *, env: dict | None = None, timeout: float = 3600) ->
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: variables that pin OpenBLAS to a kernel or a cache size other than the machine's own (an
+#: environment may set OPENBLAS_CORETYPE=Haswell, which slows NumPy on newer CPUs)
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def native_blas_env() -> dict:
+    """This environment without :data:`BLAS_OVERRIDES`: a NumPy baseline run in a child
+    process with it uses the kernels OpenBLAS picks for this CPU."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in BLAS_OVERRIDES}
+
+
+def blas_info() -> list[dict]:
+    """The BLAS libraries this process loaded, with their kernel (``architecture``) and threads
+    (threadpoolctl); ``[{"note": ...}]`` without threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return [{"note": missing_baseline("threadpoolctl")}]
+    keep = ("internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
+    return [{k: lib.get(k) for k in keep} for lib in threadpoolctl.threadpool_info() if lib.get("user_api") == "blas"]
+
+
 BENCH_EXTRA = "pip install 'wgflow[bench]'"
 
 
