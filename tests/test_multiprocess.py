@@ -78,7 +78,7 @@ FLOWS = textwrap.dedent(
 
 
 def _env(**extra):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu", **extra)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", **extra}
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -88,7 +88,10 @@ def test_flows_over_two_processes_equal_one_process(tmp_path):
     script = tmp_path / "flows.py"
     script.write_text(FLOWS)
     address = f"127.0.0.1:{free_port()}"
-    procs = [subprocess.Popen([sys.executable, str(script), address, str(i)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), address, str(i)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     finally:

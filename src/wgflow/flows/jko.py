@@ -730,7 +730,12 @@ def jko(
 def _shard_grid(problem: JKOProblem, q0: Array, mesh: Mesh) -> tuple[JKOProblem, Array]:
     """The grid points (columns of Φ, λV, the positions, the masses) split over ``mesh``; the rest replicated."""
     N = problem.grid.size
-    require(N % mesh.size == 0, "grid", f"has {N} points, not a multiple of the {mesh.size} devices to shard over", "choose a grid size divisible by the device count, or shard=False")
+    require(
+        N % mesh.size == 0,
+        "grid",
+        f"has {N} points, not a multiple of the {mesh.size} devices to shard over",
+        "choose a grid size divisible by the device count, or shard=False",
+    )
     ax = sharding.AXIS
     put = lambda x, *spec: sharding.put(x, NamedSharding(mesh, P(*spec)))  # noqa: E731
     problem = eqx.tree_at(

@@ -1106,9 +1106,7 @@ def _saver(flow, problem, saveat: SaveAt, batched: bool, R, one_state) -> Callab
     def save(loop, times, k):
         if not batched:
             return jax.tree_util.tree_map(to_host, fn(float(times[int(k)]), loop.state, problem))
-        vals = [
-            jax.tree_util.tree_map(to_host, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem)) for r in range(R)
-        ]
+        vals = [jax.tree_util.tree_map(to_host, fn(float(times[r, int(k[r])]), jax.tree_util.tree_map(lambda a: a[r], loop.state), problem)) for r in range(R)]
         return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *vals)
 
     return save
