@@ -580,6 +580,7 @@ def explicit_gd_sweep(
         require(bool(jnp.all(jnp.isfinite(mus.positions))), "mus.positions", "contain NaN/inf", "start from finite positions")
         require(bool(jnp.all(jnp.isfinite(mus.masses))), "mus.masses", "contain NaN/inf", "give finite masses")
     R = None
+    schedule: Schedule | np.ndarray = step_size  # a shared schedule, or one step size (or row of sizes) per run
     if shard is None:
         shard = jax.process_count() > 1
     if shard is not False:
@@ -589,12 +590,12 @@ def explicit_gd_sweep(
         R_padded = int(jax.tree_util.tree_leaves(mus)[0].shape[0])
         etas = np.asarray(step_size) if not callable(step_size) else None
         if etas is not None and etas.ndim >= 1 and etas.shape[0] == R and R_padded > R:  # one step size per run: pad as the runs
-            step_size = np.concatenate([etas, np.repeat(etas[-1:], R_padded - R, axis=0)])
+            schedule = np.concatenate([etas, np.repeat(etas[-1:], R_padded - R, axis=0)])
     sol = solve(
         ExplicitGD(),
         objective,
         mus,
-        step_size,
+        schedule,
         num_steps,
         saveat=save,
         monitor=monitor,
