@@ -138,3 +138,13 @@ def test_launcher_strips_processes_and_reads_cluster_environment():
     assert _without_processes(["run", "--processes=3"]) == ["run"]
     assert cluster_tasks({"SLURM_NTASKS": "4"}) == 4 and cluster_tasks({"OMPI_COMM_WORLD_SIZE": "2"}) == 2 and cluster_tasks({}) == 1
     assert initialize({}) == "single" and initialize({"SLURM_NTASKS": "1"}) == "single"
+
+
+@pytest.mark.slow
+def test_bad_input_over_two_processes_is_one_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "bad"
+    cmd = [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu", "--set", "train.num_steps=-3", "--out", str(out), "--processes", "2"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.count("error: train.num_steps") == 1, res.stderr  # process 0 says it; the other is stopped, not echoed
+    assert not out.exists()

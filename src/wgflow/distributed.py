@@ -73,9 +73,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def launch(args: Sequence[str], processes: int, *, timeout: float | None = None, poll: float = 0.2) -> int:
     """Run ``python -m wgflow.cli ARGS`` as ``processes`` local processes of one ``jax.distributed``
-    job (coordinator on 127.0.0.1, a free port). Process 0 prints to this terminal; the others'
-    output is shown only if one fails. When a process fails, the others are stopped. Returns
-    the first nonzero exit code, else 0."""
+        job (coordinator on 127.0.0.1, a free port). Process 0 prints to this terminal; the others'
+        output is shown only if one of them fails while process 0 does not. When a process fails,
+    the others are stopped. Returns
+        the first nonzero exit code, else 0."""
     port = free_port()
     logs, procs = [], []
     for i in range(processes):
@@ -102,7 +103,7 @@ def launch(args: Sequence[str], processes: int, *, timeout: float | None = None,
                 p.kill()
                 p.wait()
     code = code or next((p.returncode for p in procs if p.returncode), 0)
-    if code:
+    if code and procs[0].returncode in (0, -15):  # process 0 did not say what failed: the others' output does
         for i, (p, log) in enumerate(zip(procs, logs)):
             if log is not None and p.returncode not in (0, None, -15):
                 log.seek(0)
