@@ -67,10 +67,16 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels)
     assert result.exit_code == 0, result.output
     files = _files(out)
     assert {"wgflow-run.json", "config.toml", "summary.json", "metrics.csv", "results.npz"} <= files
-    # only the kinds that checkpoint have checkpoints/ (no empty folder suggesting a resumable run)
-    assert ("checkpoints" in files) == name.startswith("chizat"), files
+    # only the kinds that checkpoint (steps, or parts when done) have checkpoints/
+    assert ("checkpoints" in files) == (name not in ("jko-vs-gd", "resnet-digits")), files
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]
+    # what the kind declares up front (checked against the folder before a run) is what it wrote
+    from wgflow.experiments import load, output_files
+    from wgflow.experiments.rundir import RESERVED
+
+    module, cfg = load(name, quick=True)
+    assert {f for f in files if "/" not in f and f not in RESERVED} - {"checkpoints"} == set(output_files(module, cfg)), files
     if name.startswith("chizat"):
         assert "particles.gif" in files
         _check_figures(out, ["paths", "objective", "final_vs_width"], figure_labels)

@@ -41,7 +41,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.rundir import Progress, RunDir, figure_files
 from wgflow.experiments.sections import PLUGINS_HELP, DataSection, PluginList
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd
@@ -203,6 +203,11 @@ def estimate(cfg: Config) -> list[Need]:
         Need(f"sampled GD ({cfg.gd.particles} particles)", particles(cfg.gd.particles), "gd.particles", "sample fewer particles (gd.particles)"),
         Need(f"{K} GD steps", 12.0 * K * 8, "gd.step_size", "take a larger gd.step_size or a shorter compare.final_time"),
     ]
+
+
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return figure_files("objective", "distance", "ladder", "densities") + (["jko_vs_gd.gif"] if cfg.output.animation else [])
 
 
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:

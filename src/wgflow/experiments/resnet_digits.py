@@ -22,7 +22,7 @@ from pydantic import Field
 
 from wgflow import plots
 from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.rundir import Progress, RunDir, figure_files
 from wgflow.experiments.sections import PLUGINS_HELP, ActivationName, PluginList
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, resnet_diagnostics
 from wgflow.flows.schedules import Schedule
@@ -32,6 +32,7 @@ from wgflow.models.resnet import (
     make_resnet_objective,
     resnet_forward,
 )
+from wgflow.resources import Need
 
 KIND = "resnet_digits"
 
@@ -177,6 +178,22 @@ def train_resnet_digits(
 
 
 # --------------------------------------------------------------------------- the experiment
+
+
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return figure_files("loss", "accuracy")
+
+
+def estimate(cfg: Config) -> list[Need]:
+    """Memory of the run: :func:`wgflow.experiments.resnet_pl.resnet_needs` over the training
+    and held-out images (both go through the network at each save)."""
+    from wgflow.experiments.resnet_pl import resnet_needs
+
+    item = 8 if cfg.train.dtype == "float64" else 4
+    N = cfg.data.n_train + cfg.data.n_test
+    fields = {"N": "data.n_train", "M": "model.width", "S": "model.depth", "steps": "train.steps"}
+    return resnet_needs(N, cfg.data.d, cfg.model.depth, cfg.model.width, cfg.train.steps, cfg.train.saves, item, dcot_exact=False, fields=fields)
 
 
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:

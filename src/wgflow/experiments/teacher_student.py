@@ -28,7 +28,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section, dump_toml
-from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, fingerprint, interrupt_requested, run_segments
 from wgflow.experiments.sections import (
     PLUGINS_HELP,
     ActivationName,
@@ -220,6 +220,12 @@ def work(cfg: Config) -> float:
 # --------------------------------------------------------------------------- run
 
 
+def outputs(cfg) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv (checked up front
+    against what a folder already holds)."""
+    return figure_files("paths", "objective", "final_vs_width") + (["particles.gif"] if cfg.output.animation else [])
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     ds = cfg.data.make(jnp.float64 if cfg.model.dtype == "float64" else jnp.float32)
     results, optima, seconds, messages = train(cfg, rd, ds, resume=resume, progress=progress)
@@ -265,8 +271,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
             said: dict[int, str] = {}  # each run's message from the segment that saw its failure
 
             def advance(state, k0, k1, objective=objective, gi=gi, said=said):
-                local_rec = rec[(rec >= k0) & (rec < k1)]
-                local_snap = snaps[(snaps > k0) & (snaps <= k1)]
+                segment_snaps = snaps[(snaps > k0) & (snaps <= k1)]
 
                 def cb(k, _t, F):
                     bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}")
@@ -276,11 +281,16 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
                     state["loop"],
                     lambda k: etas[k0 + k],
                     k1 - k0,
-                    save=SaveAt(steps=(local_snap - k0).tolist()),
+                    save=SaveAt(steps=(segment_snaps - k0).tolist()),
                     monitor=monitor,
                     block_size=1000,
                     callback=cb,
+                    pause=interrupt_requested,
                 )
+                # a signal ends the segment at the block it reached (paused: every run's code unchanged)
+                k_end = k0 + int(np.max(sol.stop_step)) if sol.paused else k1
+                local_rec = rec[(rec >= k0) & (rec < k_end)]
+                local_snap = segment_snaps[segment_snaps <= k_end]
                 for r, (code, message) in enumerate(zip(sol.codes, sol.message)):
                     if code != 0 and r not in said:
                         said[r] = message
@@ -292,7 +302,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
                     "speed": sol.stats["speed"][:, local_rec - k0],
                     "snap_positions": np.asarray(sol.saved.positions)[:, at].swapaxes(0, 1) if len(at) else np.zeros((0, *mus.positions.shape)),
                 }
-                return {"loop": sol.loop}, out
+                return {"loop": sol.loop}, out, k_end
 
             state, records = run_segments(
                 rd,

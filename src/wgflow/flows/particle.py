@@ -550,13 +550,15 @@ def explicit_gd_sweep(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    pause: Callable[[], bool] | None = None,
 ) -> Solution:
     """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on one
     objective, as one vmapped program, with a result code per run. Runs of different widths
     are padded with zero-mass particles (:func:`wgflow.measure.stack_padded`), which change
     neither F nor the other particles' velocities. ``step_size``: shared (a float, a
     schedule) or one per run ((R,) or (R, K)). ``mus`` may be the ``loop`` of an earlier
-    sweep, to continue it. Returns a batched :class:`~wgflow.flows.solve.Solution`."""
+    sweep, to continue it; ``pause``: see :func:`~wgflow.flows.solve.solve`. Returns a
+    batched :class:`~wgflow.flows.solve.Solution`."""
     if not isinstance(mus, LoopState):
         require(isinstance(mus, Measure), "mus", "must be a batch of Measures (positions (R, m, D), masses (R, m))")
         require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
@@ -574,5 +576,6 @@ def explicit_gd_sweep(
         block_size=block_size,
         callback=callback,
         max_seconds=max_seconds,
+        pause=pause,
         batched=True,
     )
