@@ -236,6 +236,31 @@ def test_a_signal_during_a_part_keeps_the_parts_done_and_resume_reads_them_back(
     assert_same_results(reference, out)
 
 
+def test_a_run_on_a_users_file_resumes_and_a_changed_file_is_refused(tmp_path, monkeypatch):
+    """The checkpoints of a run on a data file carry the file's digest: the same file resumes
+    bit-identically; an edited file is refused before anything is written."""
+    from wgflow.experiments.rundir import INTERRUPT_ENV, SimulatedInterrupt
+
+    data = tmp_path / "two.csv"
+    data.write_text((Path(__file__).parents[1] / "examples" / "two_classes.csv").read_text())
+    items = [f"data.path='{data}'", "train.num_steps=300", "output.checkpoint_every=100", "sweep.widths=[5]", "sweep.seeds=2", "output.animation=false"]
+    reference = tmp_path / "reference"
+    experiments.run("fit", items, reference, progress=False)
+    out = tmp_path / "run"
+    monkeypatch.setenv(INTERRUPT_ENV, "1")
+    with pytest.raises(SimulatedInterrupt):
+        experiments.run("fit", items, out, progress=False)
+    monkeypatch.delenv(INTERRUPT_ENV)
+    data.write_text(data.read_text().replace("1\n", "-1\n", 1))  # one label changed
+    before = files_of(out)
+    with pytest.raises(Exception, match="different config or data file"):
+        experiments.run("fit", items, out, resume=True, progress=False)
+    assert files_of(out) == before
+    data.write_text((Path(__file__).parents[1] / "examples" / "two_classes.csv").read_text())
+    experiments.run("fit", items, out, resume=True, progress=False)
+    assert_same_results(reference, out)
+
+
 # --------------------------------------------------------------------------- divergence is a result
 
 

@@ -158,11 +158,24 @@ def run(
         if path != base:
             echo(f"{base} holds a previous run: writing to {path} (--overwrite replaces {base}, --out chooses the folder)")
     outputs = output_files(module, cfg)
-    plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force, outputs=outputs)
+    checkpoint_fp = getattr(module, "checkpoint_fingerprint", None)
+    checkpoint_hash = checkpoint_fp(cfg) if checkpoint_fp is not None else None
+    plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force, outputs=outputs, checkpoint_hash=checkpoint_hash)
     for notice in (*plan.notices, time_notice(module, cfg)):
         if notice:
             echo(notice)
-    rd = open_run(plan, config_hash, text, experiment=cfg.name, kind=cfg.kind, resume=resume, overwrite=overwrite, force=force, outputs=outputs)
+    rd = open_run(
+        plan,
+        config_hash,
+        text,
+        experiment=cfg.name,
+        kind=cfg.kind,
+        resume=resume,
+        overwrite=overwrite,
+        force=force,
+        outputs=outputs,
+        checkpoint_hash=checkpoint_hash,
+    )
     with running(rd), stop_on_signals(echo):
         if not (resume and (rd / "config.toml").is_file() and (rd / "config.toml").read_text() == text):
             rd.write_text("config.toml", text)

@@ -282,9 +282,12 @@ def plan_run(
     overwrite: bool = False,
     force: bool = False,
     outputs: Sequence[str] = (),
+    checkpoint_hash: str | None = None,
 ) -> Plan:
     """Check that a run may write into ``path``; raise :class:`InputError` (changing nothing) if not.
 
+    ``checkpoint_hash``: what the checkpoints must carry (the kind's ``checkpoint_fingerprint``:
+    the config and, for a user's data file, its bytes); default ``config_hash``.
     A missing or empty folder is fine. A folder without a manifest is refused unless ``force``
     (and then still if it holds a file of a name wgflow writes: the run folder's own files, or
     one of ``outputs``, the figures and other files this run will write). A folder with a manifest is
@@ -385,10 +388,10 @@ def plan_run(
     for f in listed:
         if f.startswith("checkpoints/") and f.endswith(".npz"):
             fp, step = checkpoint_header(path / f)
-            if fp != config_hash:
+            if fp != (checkpoint_hash or config_hash):
                 raise InputError(
                     "--resume",
-                    f"the checkpoint {path / f} was made with a different config",
+                    f"the checkpoint {path / f} was made with a different config" + (" or data file" if checkpoint_hash else ""),
                     "delete it (that part restarts from step 0), or start over with --overwrite",
                 )
             checkpoints.append((f, step))
@@ -583,6 +586,7 @@ def open_run(
     overwrite: bool,
     force: bool,
     outputs: Sequence[str] = (),
+    checkpoint_hash: str | None = None,
 ) -> RunDir:
     """Take the folder of ``plan``: the manifest first (state running, this PID as the lock), then,
     for ``--overwrite``, the previous run's files are deleted. Checked again under a folder lock,
@@ -595,7 +599,7 @@ def open_run(
     except OSError as exc:
         raise InputError("--out", f"cannot create the folder {path} ({exc.strerror or exc})", "give a folder you can write in") from None
     with _folder_lock(path):
-        plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force, outputs=outputs)
+        plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force, outputs=outputs, checkpoint_hash=checkpoint_hash)
         previous = plan.previous
         kept = [] if (previous is None or plan.replace) else [f for f in previous["files"] if (path / f).exists()]
         manifest = {

@@ -15,9 +15,9 @@ explicit particle gradient descent in mean-field time, checkpointed every
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import time
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -28,7 +28,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section, dump_toml
-from wgflow.experiments.rundir import Progress, RunDir, figure_files, fingerprint, interrupt_requested, run_segments
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, file_digest, fingerprint, interrupt_requested, run_segments
 from wgflow.experiments.sections import (
     PLUGINS_HELP,
     ActivationName,
@@ -237,6 +237,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     return summary
 
 
+def checkpoint_fingerprint(cfg) -> str:
+    """What a checkpoint of ``cfg`` must match to be resumed: the resolved config and, for a
+    user's data file (``data.path``), its bytes (a resumed run must see the same numbers, not
+    only the same path)."""
+    fp = fingerprint(dump_toml(cfg))
+    path = getattr(getattr(cfg, "data", None), "path", None)
+    if path:
+        fp = fingerprint(fp + (file_digest(Path(path)) or "unreadable"))
+    return fp
+
+
 def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = None) -> tuple[dict, dict, float, dict]:
     """Every (parameterisation, width, seed) of ``cfg`` trained on the dataset ``ds`` (checkpointed in ``rd``).
 
@@ -251,9 +262,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
     t = schedule_times(etas)
     rec = recorded_steps(K, cfg.output.metrics_points)
     snaps = snapshot_steps(K, cfg.output.snapshots)
-    fp = fingerprint(dump_toml(cfg))
-    if getattr(ds, "source", None):  # a user's file: a resumed run must see the same numbers, not only the same path
-        fp = fingerprint(fp + hashlib.sha256(np.ascontiguousarray(ds.X).tobytes() + np.ascontiguousarray(ds.y).tobytes()).hexdigest())
+    fp = checkpoint_fingerprint(cfg)
     monitor = cfg.train.make_monitor()
     groups = [(p, ws) for p in cfg.model.parameterisations for ws in width_groups(cfg, ds.n)]
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
