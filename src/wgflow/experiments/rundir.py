@@ -548,13 +548,18 @@ def file_digest(path: Path) -> str | None:
 
 def changed_files(path: Path, manifest: dict, files: Sequence[str] | None = None) -> list[str]:
     """The files of ``manifest`` (or of ``files``) present in ``path`` whose bytes are none that
-    wgflow wrote there: replaced by someone since. A manifest without digests (an older
-    wgflow's) changes nothing: its names are all it has."""
+    wgflow wrote there: replaced by someone since. Checkpoints are not judged here (a damaged
+    one is named, with its fix, when a resume reads it), nor is anything of a manifest without
+    digests (an older wgflow's: its names are all it has)."""
     digests = manifest.get("digests")
     if not digests:
         return []
     names = manifest["files"] if files is None else files
-    return [f for f in names if f in digests and (path / f).is_file() and file_digest(path / f) not in digests[f]]
+    return [
+        f
+        for f in names
+        if f in digests and not f.startswith("checkpoints/") and (path / f).is_file() and file_digest(path / f) not in digests[f]
+    ]
 
 
 def _remove_listed(path: Path, files: list[str]) -> None:
@@ -645,7 +650,8 @@ def open_finished(path: str | Path) -> RunDir:
     for name in ("config.toml", "summary.json", "results.npz"):
         if not (path / name).is_file():
             raise InputError(str(path / name), "is missing from this finished run", f"run the experiment again into {path} with --overwrite")
-    changed = changed_files(path, manifest)
+    # what report writes (the figures); a damaged results file is named by the read that fails
+    changed = changed_files(path, manifest, [f for f in manifest["files"] if f not in RESERVED])
     if changed:
         raise InputError("DIR", f"{path} holds {', '.join(changed[:6])}, changed since wgflow wrote them", "move them away (report writes the figures again)")
     return RunDir(path, manifest)
