@@ -555,11 +555,7 @@ def changed_files(path: Path, manifest: dict, files: Sequence[str] | None = None
     if not digests:
         return []
     names = manifest["files"] if files is None else files
-    return [
-        f
-        for f in names
-        if f in digests and not f.startswith("checkpoints/") and (path / f).is_file() and file_digest(path / f) not in digests[f]
-    ]
+    return [f for f in names if f in digests and not f.startswith("checkpoints/") and (path / f).is_file() and file_digest(path / f) not in digests[f]]
 
 
 def _remove_listed(path: Path, files: list[str]) -> None:
