@@ -325,7 +325,7 @@ def resnet_loss(params: ResNetParams, X: Array, Y: Array, activation: str | Acti
 
 class Adjoint(eqx.Module):
     """One forward–backward pass: the risk, the states x_k and adjoints p_k (S + 1, N, d), and
-    ``gradient`` = ∇L[μ](s_k, ω_{k,m}) as a :class:`ResNetParams` (the velocity is its negative)."""
+    ``gradient`` = ``∇L[μ](s_k, ω_{k,m})`` as a :class:`ResNetParams` (the velocity is its negative)."""
 
     loss: Array
     states: Array
