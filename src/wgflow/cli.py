@@ -111,9 +111,8 @@ def list_experiments() -> None:
     from wgflow import experiments
     from wgflow.experiments.config import load_toml
 
-    for name, path in experiments.named().items():
-        desc = load_toml(path).get("description", "")
-        typer.echo(f"{name:24s} {desc}")
+    rows = [(name, load_toml(path).get("description", "")) for name, path in experiments.named().items()]
+    typer.echo(_columns(rows, shutil.get_terminal_size((160, 24)).columns))
 
 
 @app.command("config")
@@ -199,7 +198,7 @@ def optimum(
     loss: str = typer.Option("square", "--loss", help="square: (f − y)²; logistic: log(1 + e^(−y f)), labels ±1; with --data"),
     run_dir: Optional[Path] = typer.Option(None, "--run", help="a run folder: its own training data, λ, loss and reduction, for each of its parameterisations"),
 ) -> None:
-    """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
+    """Certified global minimum of a two-layer ReLU network with weight decay (the convex program of Pilanci & Ergen 2020 + a dual certificate).
 
     Exit code 0: certified to a relative gap ≤ 1e-6; 1: solved, gap larger; 2: bad input."""
     with _clean_errors():
