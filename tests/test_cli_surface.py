@@ -16,7 +16,7 @@ from wgflow.cli import _columns, _print_summary, app, main
 from wgflow.experiments.rundir import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("jax", "jaxlib", "equinox", "optax", "diffrax", "matplotlib", "cvxpy", "scipy", "ott", "torch", "sklearn")
+HEAVY = ("jax", "jaxlib", "equinox", "optax", "diffrax", "matplotlib", "cvxpy", "scipy", "numpy", "ott", "torch", "sklearn")
 runner = CliRunner()
 
 
