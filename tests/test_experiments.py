@@ -229,8 +229,8 @@ def test_cli_list_and_config():
     result = runner.invoke(app, ["config", "chizat-bach-relu", "--describe"])
     assert result.exit_code == 0 and "train.step_size" in result.output and "step size" in result.output
     # the values shown are this experiment's (its TOML and --set), not the schema's defaults
-    result = runner.invoke(app, ["config", "jko-vs-gd", "--describe", "--set", "gd.particles=123"])
-    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if line.strip()}
+    result = runner.invoke(app, ["config", "jko-vs-gd", "--describe", "--set", "gd.particles=123"], env={"COLUMNS": "400"})
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if len(line.split()) > 1}
     assert rows["data.n"] == "30" and rows["gd.particles"] == "123"
     result = runner.invoke(app, ["config", "no-such-experiment"])
     assert result.exit_code == 2 and "no named experiment" in result.output

@@ -4,7 +4,7 @@
 error per problem; :func:`split`, :func:`standardise` and :func:`classes_to_pm1` prepare it
 the way ``wgflow run fit`` does (docs/own-data.md).
 
-A bias is an extra input coordinate fixed to 1 (DESIGN §1): :func:`with_bias`.
+A bias is an extra input coordinate fixed to 1: :func:`with_bias`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Seed 001 §2: one initial network, trained by plain GD and by every parameterisation's flow.
+"""One initial network, trained by plain GD and by every parameterisation's flow.
 
 All parameterisations start from the same function (the exact maps of
 :mod:`wgflow.units`); they differ in the metric on Θ, hence in the flow. Plain
-gradient descent is written out here independently (``jax.grad`` of seed 001's
-loss on (W, α)). The run folder gets ``summary.json`` (per parameterisation: the
+gradient descent is written out here independently (``jax.grad`` of the
+weight-decayed square loss on (W, α)). The run folder gets ``summary.json`` (per parameterisation: the
 final objective and the distance of its outputs to plain GD's), ``metrics.csv``,
 ``results.npz`` and the figures ``objective`` and ``output_distance``.
 """
@@ -38,7 +38,7 @@ class ModelSection(Section):
     parameterisations: list[ParamName] = Field(["lifted", "signed", "split", "sphere", "signed_square"], description="parameterisations compared with plain GD")
     width: int = Field(20, gt=0, description="width m of the initial plain network")
     lam: float = Field(1e-3, ge=0, description="weight decay λ")
-    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j (f − y)² ('sum', seed 001) or the mean")
+    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j (f − y)² ('sum') or the mean")
     init_scale: float = Field(0.5, gt=0, description="standard deviation of the initial plain weights W and α")
     init_seed: int = Field(1, description="PRNG seed of the initial network")
 
@@ -61,7 +61,7 @@ class Config(Section):
 
 
 def plain_loss(W, alpha, X, y, lam, reduction):
-    """Seed 001's loss, written out: Σ_j (Σ_i relu(w_i·x_j) α_i − y_j)² + λ Σ_i (|w_i|² + α_i²) (or the mean over j)."""
+    """The plain network's loss, written out: Σ_j (Σ_i relu(w_i·x_j) α_i − y_j)² + λ Σ_i (|w_i|² + α_i²) (or the mean over j)."""
     residual = jax.nn.relu(X @ W.T) @ alpha - y
     data = jnp.sum(residual**2) if reduction == "sum" else jnp.mean(residual**2)
     return data + lam * (jnp.sum(W**2) + jnp.sum(alpha**2))

@@ -1,4 +1,4 @@
-"""Training a deep mean-field ResNet on scikit-learn's digits with the conditional flow (seed 003).
+"""Training a deep mean-field ResNet on scikit-learn's digits with the conditional flow (Barboni, Peyré & Vialard 2024).
 
 Inputs: the 8 × 8 images projected to R^d (PCA or a fixed random projection); targets:
 class vectors in R^d; prediction: the class whose target is nearest to the last state

@@ -1,4 +1,4 @@
-"""Seed 003's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
+"""Barboni, Peyré & Vialard 2024's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
 
 Each case (N inputs, initialisation, δ) runs :func:`run_resnet_pl_case`:
 near-identity targets y = x + δ g(x) (so L(μ₀) = δ²/2 with u = 0), a depth-S, width-M
@@ -45,7 +45,7 @@ class ModelSection(Section):
     d: int = Field(4, gt=0, description="dimension of inputs and states")
     depth: int = Field(8, gt=0, description="number of layers S")
     width: int = Field(128, gt=0, description="neurons per layer M")
-    activation: ActivationName = Field("cos", description="activation σ (seed 003: cos)")
+    activation: ActivationName = Field("cos", description="activation σ (Barboni, Peyré & Vialard 2024: cos)")
     rho: float = Field(1.0, gt=0, description="Gaussian init: precision ρ, density ∝ exp(−ρ|w|²)")
     beta: float = Field(1.0, gt=0, description="heavy-tailed init: (1 + |w|²)^−(d/2+β)")
 

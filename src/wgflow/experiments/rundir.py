@@ -821,30 +821,75 @@ def run_part(run_dir: RunDir, key: str, compute: Callable[[], dict[str, Any]], *
 
 
 class Progress:
-    """A progress bar with time left and the current objective on a terminal; silent otherwise."""
+    """A progress line on a terminal, silent otherwise: the experiment and the group running, the
+    steps done, the time left and a status (e.g. the current objective).
+
+    The time left is the remaining steps at the average speed since the first update, not at
+    the speed of the last seconds (rich's default): groups of different cost and compilation
+    pauses move it smoothly instead of making it jump. A resumed run's first update is where
+    it started, so the steps done before it do not count as fast ones."""
 
     def __init__(self, total: int, description: str, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.total = total
+        self.description = description
+        self._origin: tuple[float, int] | None = None  # (clock, steps done) at the first update
         self._bar = None
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn
             from rich.progress import Progress as RichProgress
+            from rich.text import Text
+
+            owner = self
+
+            class TimeLeft(ProgressColumn):
+                max_refresh = 1.0  # redrawn at most once a second
+
+                def render(self, task) -> Text:
+                    left = owner.time_left(int(task.completed))
+                    return Text("-:--:--" if left is None else Progress.clock(left), style="progress.remaining")
 
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TimeRemainingColumn(),
+                TimeLeft(),
                 TextColumn("{task.fields[status]}"),
                 transient=False,
             )
             self._task = self._bar.add_task(description, total=total, status="")
             self._bar.start()
 
-    def update(self, completed: int, status: str = "") -> None:
+    def time_left(self, completed: int, now: float | None = None) -> float | None:
+        """Seconds left at the average speed since the first update (None before any speed is known)."""
+        import time
+
+        if self._origin is None:
+            return None
+        t0, c0 = self._origin
+        now = time.monotonic() if now is None else now
+        done = completed - c0
+        if done <= 0 or now <= t0:
+            return None
+        return max(0, self.total - completed) * (now - t0) / done
+
+    @staticmethod
+    def clock(seconds: float) -> str:
+        """``h:mm:ss``."""
+        minutes, secs = divmod(int(round(seconds)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+    def update(self, completed: int, status: str = "", *, group: str | None = None, now: float | None = None) -> None:
+        """``completed`` steps of ``total`` done; ``status`` after the bar; ``group``: what runs now
+        (e.g. ``lifted m=4,5``), shown after the experiment's name. ``now``: the clock (tests)."""
+        import time
+
+        if self._origin is None:
+            self._origin = (time.monotonic() if now is None else now, completed)
         if self._bar is not None:
-            self._bar.update(self._task, completed=completed, status=status)
+            description = self.description if group is None else f"{self.description} · {group}"
+            self._bar.update(self._task, completed=completed, status=status, description=description)
 
     def close(self) -> None:
         if self._bar is not None:

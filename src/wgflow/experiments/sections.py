@@ -27,6 +27,7 @@ def registered(kind: str) -> AfterValidator:
             raise ValueError(f"unknown {kind} {name!r}: the registered ones are {sorted(table)} (register_{kind}(...) adds one)")
         return name
 
+    check.registry = (kind, table)  # type: ignore[attr-defined]  # read by config.allowed (wgflow config --describe)
     return AfterValidator(check)
 
 

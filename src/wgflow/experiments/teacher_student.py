@@ -283,7 +283,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
                 segment_snaps = snaps[(snaps > k0) & (snaps <= k1)]
 
                 def cb(k, _t, F):
-                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}")
+                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}", group=f"{param} m={','.join(map(str, widths))}")
 
                 sol = explicit_gd_sweep(
                     objective,

@@ -1,4 +1,4 @@
-"""The conditional Wasserstein gradient flow of a deep mean-field ResNet (DESIGN §2 "Conditional flow").
+"""The conditional Wasserstein gradient flow of a deep mean-field ResNet (Barboni, Peyré & Vialard 2024).
 
 Barboni, Peyré & Vialard's flow of the model of :mod:`wgflow.models.resnet` (its adjoint
 gradient ∇L[μ] and conventions there), with the diagnostics of :mod:`wgflow.metrics.resnet`

@@ -1,4 +1,4 @@
-"""Particle flows in mean-field time (DESIGN §2): explicit, implicit and Langevin gradient descent.
+"""Particle flows in mean-field time: explicit, implicit and Langevin gradient descent.
 
 Each is a flow of :func:`wgflow.flows.solve.solve` (:class:`ExplicitGD`, :class:`ImplicitGD`,
 :class:`LangevinGD`) with a thin wrapper of one argument order (objective, initial measure,

@@ -1,4 +1,4 @@
-"""The one loop that runs every flow (DESIGN §4), on the pattern of diffrax's ``diffeqsolve``.
+"""The one loop that runs every flow, on the pattern of diffrax's ``diffeqsolve``.
 
 A **flow** says how one step is taken; a **problem** says what is minimised (an
 :class:`~wgflow.objective.Objective`, a JKO problem on a grid, a ResNet objective).
