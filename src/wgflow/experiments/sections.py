@@ -53,6 +53,19 @@ class DataSection(Section):
     teacher_scale: float = Field(1.0, gt=0, description="norm of each teacher neuron's input weights")
     noise: float = Field(0.0, ge=0, description="standard deviation of Gaussian label noise")
     seed: int = Field(0, description="PRNG seed of the data")
+    teacher_angles: list[float] | None = Field(
+        None, description="directions of the teacher neurons in degrees, one per neuron (d = 2 without a bias); none: drawn uniformly on the circle"
+    )
+
+    @field_validator("teacher_angles")
+    @classmethod
+    def _angles(cls, v, info):
+        width = info.data.get("teacher_width")
+        if v is not None and width is not None and len(v) != width:
+            raise ValueError(
+                f"gives {len(v)} angles for teacher_width = {width}: give one angle per teacher neuron (and set data.teacher_width to their number)"
+            )
+        return v
 
     def make(self, dtype=None) -> Dataset:
         return teacher_student(
@@ -66,6 +79,7 @@ class DataSection(Section):
             teacher_signs=self.teacher_signs,
             teacher_scale=self.teacher_scale,
             noise=self.noise,
+            teacher_angles=self.teacher_angles,
             dtype=dtype,
         )
 
