@@ -73,6 +73,8 @@ def test_tiny_map_end_to_end(tmp_path, monkeypatch):
     assert maps["lifted/success_fraction"].shape == (2, 2)
     assert np.array_equal(maps["angles"], [20.0, 90.0]) and np.array_equal(maps["widths"], [3, 6])
     assert any("θ =    20°" in line for line in on_disk["notes"])
+    (out / "success_map.png").unlink()
+    assert experiments.report(out)["angles"] == [20.0, 90.0] and (out / "success_map.png").stat().st_size > 1000
 
 
 def test_tiny_map_resumes_to_the_same_numbers(tmp_path, monkeypatch):

@@ -339,7 +339,33 @@ def particles_gif(
         label.set_text((title + ": " if title else "") + f"mean-field time t = {times[i]:.4g}")
         return [a for a, _, _ in artists] + [label]
 
-    return _gif(fig, update, frames, fps)
+    update(int(frames[-1]))  # lay the figure out once, with the widest title, then keep that layout
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    moving = [(ax, a) for ax, (scat, trail, _) in zip(axes, artists) for a in (trail, scat)] + [(fig, label)]
+    return _gif_blit(fig, update, frames, fps, moving)
+
+
+def _gif_blit(fig, draw_frame, frames, fps: int, moving) -> bytes:
+    """As :func:`_gif`, drawing the still parts (axes, ticks, labels, rays) once and, per frame,
+    only the ``moving`` artists ((axes or figure, artist) pairs) over them; closes ``fig``."""
+    from PIL import Image
+
+    for _, artist in moving:
+        artist.set_animated(True)
+    fig.canvas.draw()
+    background = fig.canvas.copy_from_bbox(fig.bbox)
+    images = []
+    for i in frames:
+        fig.canvas.restore_region(background)
+        draw_frame(i)
+        for owner, artist in moving:
+            owner.draw_artist(artist)
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
+    plt.close(fig)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
 
 
 def _gif(fig, draw_frame, frames, fps: int) -> bytes:
@@ -421,7 +447,7 @@ def density_vs_particles(
     title: str | None = None,
 ):
     """One row per time: the grid measure's positive and negative densities beside the particles
-    (red: positive output weight, blue: negative; dashed rays: the teacher's neurons).
+    (red: positive output weight, blue: negative; grey rays: the teacher's neurons, dashed for a positive output weight, dotted for a negative one).
 
     Each row: ``positive``, ``negative`` (n1, n2) masses per unit area, ``particles`` (m, 2),
     ``signs`` (m,), ``time``; optional ``grid_label``, ``particle_label``.
@@ -481,7 +507,7 @@ def plot_measure(
     times its mass (red +, blue −), with an area proportional to ``|mass|``; without it, at the
     first two coordinates of θ. Grid: the signed density Σ_c sign_c · mass_c / cell volume on
     the first two grid axes (further axes summed over; one axis: a curve). ``ax``: draw into
-    these axes (its figure is returned). ``teacher_directions``: dashed rays, as in the
+    these axes (its figure is returned). ``teacher_directions``: grey rays, as in the
     experiments' figures.
     """
     from wgflow.grid.measures import GridMeasure

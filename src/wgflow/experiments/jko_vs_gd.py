@@ -549,7 +549,7 @@ def _draw_densities(cfg: Config, rd: RunDir, results: dict) -> None:
         extent,
         W,
         np.sign(alpha),
-        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; dashed: teacher neurons",
+        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; grey rays: teacher neurons (dashed: output weight > 0, dotted: < 0)",
     )
     rd.savefig(fig, "densities")
     plots.close(fig)
