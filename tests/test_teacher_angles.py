@@ -102,3 +102,14 @@ def test_config_errors_name_the_field(override, words):
     with pytest.raises(ConfigError) as exc:
         experiments.load("chizat-bach-angles", [override])
     assert all(w in str(exc.value) for w in words), str(exc.value)
+
+
+def test_teacher_angles_need_the_plane():
+    from wgflow.experiments.sections import DataSection
+
+    with pytest.raises(ConfigError, match="data.teacher_angles.*data.d = 2 and data.bias = false"):
+        experiments.load("chizat-bach-relu", ["data.bias=true"])
+    _, cfg = experiments.load("chizat-bach-relu", ["data.bias=true", "data.teacher_angles=[]"])
+    assert cfg.data.teacher_angles is None  # drawn at random again
+    W = DataSection(teacher_angles=[0.0, 90.0, 180.0, 270.0], teacher_scale=2.0).make().teacher.W
+    np.testing.assert_allclose(W, [[2, 0], [0, 2], [-2, 0], [0, -2]], atol=1e-12)
