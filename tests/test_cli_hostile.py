@@ -193,7 +193,7 @@ CASES = [
     # estimates before compute
     ("run-huge-width", RUN + sets("sweep.widths=[1000000000]"), None, ["sweep.widths", "of memory", "is available"]),
     ("run-huge-steps", RUN + sets("train.num_steps=100000000000"), None, ["train.num_steps", "of memory"]),
-    ("run-huge-d", RUN + sets("data.d=100000000"), None, ["data.d", "of memory"]),
+    ("run-huge-d", RUN + sets("data.d=100000000", "data.teacher_angles=[]"), None, ["data.d", "of memory"]),
     ("run-huge-n", RUN + sets("data.n=10000000000"), None, ["data.n", "of memory"]),
     (
         "run-huge-snapshots",

@@ -17,13 +17,13 @@ from typing import Callable
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
-from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
+from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_angles, teacher_student
 from wgflow.experiments.plugins import import_plugins
 from wgflow.experiments.rundir import RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals
 from wgflow.resources import Need, check_needs
 from wgflow.runtime import CompileTimer
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, teacher_angles, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

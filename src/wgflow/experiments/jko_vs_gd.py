@@ -459,15 +459,20 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
 
     b = cfg.compare.sinkhorn_blur
     S, D = {}, {}
+
+    def after_start(t, v):  # t = 0 is where every flow starts from the same measure: a distance at round-off, off a log axis
+        t, v = np.asarray(t, float), np.asarray(v, float)
+        return t[t > 0], v[t > 0]
+
     for i, r in enumerate(ladder):
         for name in r.solvers:
             base = f"jko/{i}/{name}"
             if f"{base}/sinkhorn" in results:
                 label = _rung_label(cfg, i, name)
-                S[label] = (results[f"{base}/save_times"], results[f"{base}/sinkhorn"])
-                D[label] = (results[f"{base}/save_times"], results[f"{base}/output_distance"])
+                S[label] = after_start(results[f"{base}/save_times"], results[f"{base}/sinkhorn"])
+                D[label] = after_start(results[f"{base}/save_times"], results[f"{base}/output_distance"])
                 styles[label] = {"color": colors[i], "ls": dashes[name], "marker": "o", "ms": 3}
-    D[f"GD, m = {cfg.gd.particles} sampled"] = (results["gd/save_times"], results["sampled/output_distance"])
+    D[f"GD, m = {cfg.gd.particles} sampled"] = after_start(results["gd/save_times"], results["sampled/output_distance"])
     fig = plots.panels(
         [
             {
@@ -478,7 +483,7 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             {"ylabel": r"$\|f^{JKO}_t - f^{GD}_t\|_2 / \|y\|_2$ on the data", "curves": D, "title": "output distance"},
         ],
         styles=styles,
-        title=f"{cfg.name}: distance to the GD reference over time",
+        title=f"{cfg.name}: distance to the GD reference over time (t > 0)",
     )
     rd.savefig(fig, "distance")
     plots.close(fig)
@@ -549,7 +554,7 @@ def _draw_densities(cfg: Config, rd: RunDir, results: dict) -> None:
         extent,
         W,
         np.sign(alpha),
-        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; dashed: teacher neurons",
+        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; grey rays: teacher neurons (dashed: output weight > 0, dotted: < 0)",
     )
     rd.savefig(fig, "densities")
     plots.close(fig)

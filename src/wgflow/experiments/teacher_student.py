@@ -159,9 +159,24 @@ def _group_key(param: str, m: int) -> str:
 
 
 def snapshot_steps(num_steps: int, count: int) -> np.ndarray:
-    """About ``count`` saved steps, log-spaced in 1..K with 0: the early descent and the late
-    convergence are both in the paths figure and the animation."""
-    return np.unique(np.concatenate([[0], np.geomspace(1, num_steps, max(count - 1, 1)).round().astype(int)]))
+    """``count`` distinct saved steps (fewer only when ``num_steps + 1 < count``): step 0, then
+    log-spaced integers up to ``num_steps``, so that the early descent and the late convergence
+    are both in the paths figure and the animation (consecutive ratios constant where the
+    integers allow it; the first few steps are 1, 2, 3, … when ``count`` is large against log K)."""
+    count = min(count, num_steps + 1)
+    if count <= 2:
+        return np.asarray([0, num_steps])
+    # take more log-spaced points until rounding leaves ``count - 1`` distinct positive steps
+    points = count - 1
+    while True:
+        steps = np.unique(np.geomspace(1, num_steps, points).round().astype(int))
+        if len(steps) >= count - 1 or points > 64 * count:
+            break
+        points += 1
+    extra = len(steps) - (count - 1)
+    if extra > 0:  # the first steps are consecutive integers 1, 2, 3, …: drop from those (step 1 stays)
+        steps = np.delete(steps, np.arange(1, 1 + extra))
+    return np.concatenate([[0], steps])
 
 
 # --------------------------------------------------------------------------- resources
@@ -503,9 +518,7 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
             note = "" if status == "successful" else f" ({status})"
             panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}{note}"}
             panels.append(panel)
-            animated = "lifted" if "lifted" in cfg.model.parameterisations else cfg.model.parameterisations[0]
-            if param == animated:
-                gif_panels.append({**panel, "title": f"{param}, m = {m}"})
+            gif_panels.append({**panel, "title": f"{param}, m = {m}"})
     xl, yl = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
     fig = plots.particle_paths(
         panels,
@@ -528,7 +541,9 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
             curves[f"m = {m}"] = (results["times"], np.maximum(vals - fstar, 1e-12 * fstar) if fstar else vals)
         bands.append({"curves": curves, "title": param})
     ylabel = r"excess $F(\mu_t) - F^*$" if any(optima.get(p) for p in cfg.model.parameterisations) else r"objective $F(\mu_t)$"
-    fig = plots.objective_bands(bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median and min–max over {len(cfg.sweep.seeds)} seeds")
+    fig = plots.objective_bands(
+        bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median (line) and interquartile range (band) over {len(cfg.sweep.seeds)} seeds"
+    )
     rd.savefig(fig, "objective")
     plots.close(fig)
 
@@ -554,7 +569,16 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
     plots.close(fig)
 
     if cfg.output.animation and gif_panels:
-        data = plots.particles_gif(gif_panels, results["snapshot_times"], teacher_dirs if in_plane else None, teacher_signs, xlabel=xl, ylabel=yl)
+        data = plots.particles_gif(
+            gif_panels,
+            results["snapshot_times"],
+            teacher_dirs if in_plane else None,
+            teacher_signs,
+            xlabel=xl + coord,
+            ylabel=yl,
+            ncols=len(cfg.sweep.widths) if len(cfg.sweep.widths) <= 5 else None,
+            title=f"{cfg.name} (seed {cfg.sweep.seeds[seed0]})",
+        )
         rd.write_bytes("particles.gif", data)
 
 
