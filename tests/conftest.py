@@ -1,6 +1,8 @@
 """Numerics are checked in float64 (DESIGN: "check numerics in float64")."""
 
 import jax
+import matplotlib.colors as mcolors
+import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
@@ -15,3 +17,31 @@ TINY = [
     "output.metrics_points=20",
     "output.animation=false",
 ]
+
+
+def artist_colour(artist):
+    """The RGB colour an artist is drawn in (a line's colour, a collection's first face or edge colour)."""
+    if hasattr(artist, "get_color") and not hasattr(artist, "get_facecolor"):
+        return mcolors.to_rgb(artist.get_color())
+    face = np.asarray(artist.get_facecolor())
+    if face.size:
+        return tuple(face.reshape(-1, 4)[0, :3])
+    return tuple(np.asarray(artist.get_edgecolor()).reshape(-1, 4)[0, :3])
+
+
+def legend_mismatches(fig) -> list[str]:
+    """Every legend entry of ``fig`` whose handle's colour differs from an artist carrying its
+    label, or that labels no drawn artist at all."""
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(fig.legends)
+    artists = [a for ax in fig.axes for a in (*ax.lines, *ax.collections, *ax.patches)]
+    bad = []
+    for legend in legends:
+        for handle, text in zip(legend.legend_handles, legend.get_texts()):
+            label = text.get_text()
+            labelled = [a for a in artists if a.get_label() == label]
+            if not labelled:
+                bad.append(f"{label!r} labels no artist")
+            for a in labelled:
+                if not np.allclose(artist_colour(handle), artist_colour(a), atol=1e-6):
+                    bad.append(f"{label!r}: legend {artist_colour(handle)} vs artist {artist_colour(a)}")
+    return bad

@@ -193,7 +193,7 @@ CASES = [
     # estimates before compute
     ("run-huge-width", RUN + sets("sweep.widths=[1000000000]"), None, ["sweep.widths", "of memory", "is available"]),
     ("run-huge-steps", RUN + sets("train.num_steps=100000000000"), None, ["train.num_steps", "of memory"]),
-    ("run-huge-d", RUN + sets("data.d=100000000"), None, ["data.d", "of memory"]),
+    ("run-huge-d", RUN + sets("data.d=100000000", "data.teacher_angles=[]"), None, ["data.d", "of memory"]),
     ("run-huge-n", RUN + sets("data.n=10000000000"), None, ["data.n", "of memory"]),
     (
         "run-huge-snapshots",
@@ -203,6 +203,10 @@ CASES = [
     ),
     ("run-jko-huge-grid", JKO + sets("ladder=[{cells = 100000, tau = 0.1}]"), None, ["ladder[0].cells", "of memory"]),
     ("run-jko-huge-particles", JKO + sets("gd.particles=10000000000"), None, ["gd.particles", "of memory"]),
+    ("run-resnet-pl-huge-width", ["run", "resnet-pl", "--quick", *sets("model.width=10000000")], None, ["model.width", "of memory"]),
+    ("run-resnet-pl-huge-N", ["run", "resnet-pl", "--quick", *sets("ladder.N=[10000000]", "ladder.base_N=10000000")], None, ["ladder.N", "of memory"]),
+    ("run-resnet-digits-huge-depth", ["run", "resnet-digits", "--quick", *sets("model.depth=100000000")], None, ["model.depth", "of memory"]),
+    ("run-parameterisations-huge-width", ["run", "parameterisations", "--quick", *sets("model.width=10000000000")], None, ["model.width", "of memory"]),
     # the experiment argument
     ("run-unknown-experiment", ["run", "no-such-experiment"], None, ["no named experiment"]),
     ("run-folder-as-experiment", ["run", "{tmp}/plain"], plain_folder, ["plain", "is a folder"]),

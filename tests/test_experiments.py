@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TINY  # the smallest chizat-bach-relu run that still exercises every file
+from conftest import TINY, legend_mismatches  # TINY: the smallest chizat-bach-relu run that still exercises every file
 from wgflow import experiments, make_objective
 from wgflow.cli import app
 from wgflow.data import teacher_student
@@ -45,6 +45,24 @@ def figure_labels(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """For every figure a run saves: its legend entries whose colour differs from their artists'
+    (see conftest.legend_mismatches), and the x data of each panel's lines."""
+    seen = {}
+    original = RunDir.savefig
+
+    def savefig(self, fig, stem):
+        seen[stem] = {
+            "legend_mismatches": legend_mismatches(fig),
+            "lines_x": [[np.asarray(line.get_xdata(), float) for line in ax.lines] for ax in fig.axes],
+        }
+        return original(self, fig, stem)
+
+    monkeypatch.setattr(RunDir, "savefig", savefig)
+    return seen
+
+
 def _files(path: Path) -> set[str]:
     return {p.name for p in path.iterdir() if not p.name.startswith(".")}
 
@@ -60,22 +78,45 @@ def _check_figures(path: Path, stems, labels):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["chizat-bach-relu", "chizat-bach-sigmoid", "parameterisations", "jko-vs-gd", "resnet-pl", "resnet-digits"])
-def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels):
+@pytest.mark.parametrize(
+    "name", ["chizat-bach-relu", "chizat-bach-sigmoid", "chizat-bach-angles", "parameterisations", "jko-vs-gd", "resnet-pl", "resnet-digits"]
+)
+def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels, saved_figures):
     out = tmp_path / name
     result = runner.invoke(app, ["run", name, "--quick", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    for stem, fig in saved_figures.items():
+        assert fig["legend_mismatches"] == [], (name, stem)
     files = _files(out)
     assert {"wgflow-run.json", "config.toml", "summary.json", "metrics.csv", "results.npz"} <= files
-    # only the kinds that checkpoint have checkpoints/ (no empty folder suggesting a resumable run)
-    assert ("checkpoints" in files) == name.startswith("chizat"), files
+    # only the kinds that checkpoint (steps, or parts when done) have checkpoints/
+    assert ("checkpoints" in files) == (name != "jko-vs-gd"), files
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]
-    if name.startswith("chizat"):
+    # what the kind declares up front (checked against the folder before a run) is what it wrote
+    from wgflow.experiments import load, output_files
+    from wgflow.experiments.rundir import RESERVED
+
+    module, cfg = load(name, quick=True)
+    assert {f for f in files if "/" not in f and f not in RESERVED} - {"checkpoints"} == set(output_files(module, cfg)), files
+    if name == "chizat-bach-angles":
+        _check_figures(out, ["success_map"], figure_labels)
+        assert len(summary["table"]) == len(summary["angles"]) * len(summary["widths"])
+        assert len(summary["runs"]) == len(summary["table"]) * 3
+        assert all(t["global_min"]["lifted"] > 0 for t in summary["teachers"])
+    elif name.startswith("chizat"):
         assert "particles.gif" in files
         _check_figures(out, ["paths", "objective", "final_vs_width"], figure_labels)
         assert len(summary["runs"]) == len(summary["table"]) * 3
         assert all({"final_objective", "converged", "width", "seed"} <= set(r) for r in summary["runs"])
+        gif = Image.open(out / "particles.gif")
+        assert gif.size[0] >= 1000 and gif.n_frames >= 20, (gif.size, gif.n_frames)
+        if name == "chizat-bach-relu":
+            # --quick shows the headline: the widest lifted student succeeds, the narrowest fails
+            rows = {(r["parameterisation"], r["width"]): r for r in summary["table"]}
+            widths = sorted({w for _, w in rows})
+            assert rows["lifted", widths[-1]]["success_fraction"] == 1.0
+            assert rows["lifted", widths[0]]["success_fraction"] < 1.0
     elif name == "parameterisations":
         _check_figures(out, ["objective", "output_distance"], figure_labels)
         rows = {r["parameterisation"]: r for r in summary["table"]}
@@ -83,6 +124,8 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels)
     elif name == "jko-vs-gd":
         assert "jko_vs_gd.gif" in files
         _check_figures(out, ["objective", "distance", "ladder", "densities"], figure_labels)
+        # the distance axes are logarithmic: they start after t = 0 (where every flow starts from one measure)
+        assert all(x.size and x.min() > 0 for panel in saved_figures["distance"]["lines_x"] for x in panel)
         rows = summary["table"]
         assert all({"tau", "blur", "grid", "solver", "distance_to_gd", "objective_gap", "seconds"} <= set(r) for r in rows)
         assert all(r["status"] == "successful" and r["max_mass_error"] < 1e-10 for r in rows)
@@ -121,6 +164,28 @@ def test_tiny_run_report_and_overrides(tmp_path, figure_labels):
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "paths.png").exists() and "signed_square" in result.output
+
+
+def test_tiny_run_snapshots_are_log_spaced_and_legends_match(tmp_path, saved_figures):
+    """The saved states (paths figure, animation) are log-spaced in time from t = 0, and every
+    legend entry of every figure has its artists' colour."""
+    out = tmp_path / "tiny"
+    sets = [s for s in TINY if not s.startswith("output.animation")]
+    sets += ["sweep.widths=[3]", "train.schedule=constant", "train.num_steps=1000", "output.checkpoint_every=1000", "output.snapshots=14"]
+    experiments.run("chizat-bach-relu", sets, out, progress=False)
+    t = RunDir(out).load_npz("results.npz")["snapshot_times"]
+    eta = 0.25
+    steps = np.round(t / eta).astype(int)
+    assert t[0] == 0 and steps[-1] == 1000 and len(np.unique(steps)) == len(steps) == 14
+    ratios = steps[2:][steps[1:-1] >= 10] / steps[1:-1][steps[1:-1] >= 10]  # where rounding to integers no longer shows
+    assert len(ratios) >= 5
+    assert ratios.max() / ratios.min() < 1.25, ratios  # a constant ratio: log-spaced
+    assert t[1] <= 1e-3 * t[-1]  # the first frame is in the early descent, not after it
+    assert set(saved_figures) == {"paths", "objective", "final_vs_width"}
+    for stem, fig in saved_figures.items():
+        assert fig["legend_mismatches"] == [], stem
+    gif = Image.open(out / "particles.gif")
+    assert gif.size[0] >= 1000 and gif.n_frames == 14
 
 
 @pytest.mark.parametrize(
@@ -223,8 +288,8 @@ def test_cli_list_and_config():
     result = runner.invoke(app, ["config", "chizat-bach-relu", "--describe"])
     assert result.exit_code == 0 and "train.step_size" in result.output and "step size" in result.output
     # the values shown are this experiment's (its TOML and --set), not the schema's defaults
-    result = runner.invoke(app, ["config", "jko-vs-gd", "--describe", "--set", "gd.particles=123"])
-    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if line.strip()}
+    result = runner.invoke(app, ["config", "jko-vs-gd", "--describe", "--set", "gd.particles=123"], env={"COLUMNS": "400"})
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines() if len(line.split()) > 1}
     assert rows["data.n"] == "30" and rows["gd.particles"] == "123"
     result = runner.invoke(app, ["config", "no-such-experiment"])
     assert result.exit_code == 2 and "no named experiment" in result.output

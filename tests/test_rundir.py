@@ -22,6 +22,8 @@ from wgflow.experiments.rundir import MANIFEST, RunDir
 
 # the subprocess runs: --quick with these (2 groups × 8 segments; about 15 s on 2 slow cores)
 SUB = [
+    "model.parameterisations=['signed_square', 'lifted']",
+    "train.step_size=0.25",
     "sweep.widths=[3, 6]",
     "sweep.seeds=2",
     "train.num_steps=2000",
@@ -84,6 +86,44 @@ def test_force_and_overwrite_never_touch_foreign_files(tmp_path):
     assert "lam = 0.001" in (out / "config.toml").read_text()
 
 
+def test_force_refuses_a_foreign_file_named_like_a_figure_before_any_compute(tmp_path, monkeypatch):
+    """A foreign objective.png is refused before the run starts (no compute, no file changed),
+    with --force into a foreign folder and also beside an earlier run made with --force."""
+    from wgflow.experiments import teacher_student
+
+    def no_compute(*a, **k):
+        raise AssertionError("the run started")
+
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "objective.png").write_bytes(b"mine")
+    monkeypatch.setattr(teacher_student, "train", no_compute)
+    with pytest.raises(Exception, match="objective.png"):
+        experiments.run("chizat-bach-relu", TINY, out, force=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["objective.png"] and (out / "objective.png").read_bytes() == b"mine"
+    monkeypatch.undo()
+    (out / "objective.png").unlink()
+    experiments.run("chizat-bach-relu", TINY, out, force=True, progress=False)
+    (out / "objective.pdf").unlink()
+    (out / "objective.pdf").write_bytes(b"mine")  # a foreign file where the run's was
+    before = files_of(out)
+    monkeypatch.setattr(teacher_student, "train", no_compute)
+    with pytest.raises(Exception, match="objective.pdf"):
+        experiments.run("chizat-bach-relu", TINY, out, overwrite=True, progress=False)
+    assert files_of(out) == before
+
+
+def test_every_file_a_run_writes_is_declared(tmp_path):
+    """What a kind declares (``outputs(cfg)``, checked up front) covers what it writes."""
+    from wgflow.experiments import output_files
+    from wgflow.experiments.rundir import RESERVED
+
+    rd, _ = experiments.run("chizat-bach-relu", [*TINY, "output.animation=true"], tmp_path / "a", progress=False)
+    module, cfg = experiments.load("chizat-bach-relu", [*TINY, "output.animation=true"])
+    written = {f for f in json.loads((rd.path / MANIFEST).read_text())["files"] if not f.startswith("checkpoints/")}
+    assert written - set(RESERVED) == set(output_files(module, cfg))
+
+
 def test_manifest_first_lists_every_file_and_the_default_folder_gets_a_fresh_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = []
@@ -121,7 +161,7 @@ def test_stale_lock_is_taken_over_with_a_notice_and_sigint_stops_after_a_checkpo
     threading.Thread(target=interrupt_after_first_checkpoint, daemon=True).start()
     assert main(["run", "chizat-bach-relu", *sets(TINY), "--out", str(out)]) == 130
     err = capsys.readouterr().err
-    assert "SIGINT: stopping after the checkpoint" in err and f"Resume with:\n  wgflow run {out}/config.toml --resume --out {out}" in err, err
+    assert "SIGINT: stopping" in err and f"Resume with:\n  wgflow run {out}/config.toml --resume --out {out}" in err, err
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["state"] == "interrupted" and not (out / "summary.json").exists()
     dead = subprocess.Popen(["true"])
@@ -135,13 +175,110 @@ def test_stale_lock_is_taken_over_with_a_notice_and_sigint_stops_after_a_checkpo
     assert json.loads((out / MANIFEST).read_text())["state"] == "finished"
 
 
+SEGMENTED = {  # kinds that checkpoint every so many steps: (experiment, --quick?, --set for one long segment)
+    "teacher-student": ("chizat-bach-relu", False, [*TINY, "train.num_steps=5000", "output.checkpoint_every=5000"]),
+    "resnet-digits": ("resnet-digits", True, ["train.checkpoint_every=300"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SEGMENTED))
+def test_a_signal_checkpoints_at_the_block_in_progress_and_resumes_bit_identically(kind, tmp_path, capsys):
+    """One segment (blocks of at most 1000 steps): SIGINT during it checkpoints at the end of
+    the block in progress, not after the whole segment, and the resumed run equals an
+    uninterrupted one bit for bit (records, snapshots, final measures)."""
+    import threading
+
+    from wgflow.experiments import rundir
+    from wgflow.experiments.rundir import checkpoint_header
+
+    name, quick, one_segment = SEGMENTED[kind]
+    q = ["--quick"] if quick else []
+    reference = tmp_path / "reference"
+    experiments.run(name, one_segment, reference, quick=quick, progress=False)
+    K = json.loads((reference / "summary.json").read_text()).get("num_steps") or 300
+    out = tmp_path / "run"
+
+    def interrupt_once_the_segment_runs():
+        if _wait_for(lambda: rundir._signals["segment"] is not None):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_the_segment_runs, daemon=True).start()
+    assert main(["run", name, *q, *sets(one_segment), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "at the end of the block of steps in progress" in err and "Resume with:" in err, err
+    (checkpoint,) = (out / "checkpoints").glob("*.npz")
+    _, step = checkpoint_header(checkpoint)
+    assert 0 < step < K, step  # a block ends every 1000 steps (fewer for a ResNet) and at each save
+    assert main(["run", name, *q, *sets(one_segment), "--resume", "--out", str(out)]) == 0
+    assert_same_results(reference, out)
+
+
+PARTS = {  # kinds whose parts (a flow, a case) are checkpointed when done: (experiment, --set, the second part's key)
+    "resnet-pl": ("resnet-pl", ["ladder.N=[16]", "ladder.init=['gaussian']", "ladder.delta=[0.1, 1.0]", "model.width=16", "train.steps=60"], "case1"),
+    "parameterisations": ("parameterisations", ["train.num_steps=200"], "lifted"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PARTS))
+def test_a_signal_during_a_part_keeps_the_parts_done_and_resume_reads_them_back(kind, tmp_path, capsys):
+    import threading
+
+    from wgflow.experiments import rundir
+    from wgflow.experiments.rundir import PART_DONE, checkpoint_header
+
+    name, items, second = PARTS[kind]
+    reference = tmp_path / "reference"
+    experiments.run(name, items, reference, quick=True, progress=False)
+    out = tmp_path / "run"
+
+    def interrupt_in_the_second_part():
+        if _wait_for(lambda: (rundir._signals["segment"] or ("",))[0] == second):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_in_the_second_part, daemon=True).start()
+    assert main(["run", name, "--quick", *sets(items), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"stopping once {second} is done and checkpointed" in err and "Resume with:" in err, err
+    done = sorted(p.stem for p in (out / "checkpoints").glob("*.npz"))
+    assert second in done and all(checkpoint_header(out / "checkpoints" / f"{k}.npz")[1] == PART_DONE for k in done)
+    notes = []
+    experiments.run(name, items, out, quick=True, resume=True, progress=False, echo=notes.append)
+    assert any(f"{second} done" in n for n in notes), notes
+    assert_same_results(reference, out)
+
+
+def test_a_run_on_a_users_file_resumes_and_a_changed_file_is_refused(tmp_path, monkeypatch):
+    """The checkpoints of a run on a data file carry the file's digest: the same file resumes
+    bit-identically; an edited file is refused before anything is written."""
+    from wgflow.experiments.rundir import INTERRUPT_ENV, SimulatedInterrupt
+
+    data = tmp_path / "two.csv"
+    data.write_text((Path(__file__).parents[1] / "examples" / "two_classes.csv").read_text())
+    items = [f"data.path='{data}'", "train.num_steps=300", "output.checkpoint_every=100", "sweep.widths=[5]", "sweep.seeds=2", "output.animation=false"]
+    reference = tmp_path / "reference"
+    experiments.run("fit", items, reference, progress=False)
+    out = tmp_path / "run"
+    monkeypatch.setenv(INTERRUPT_ENV, "1")
+    with pytest.raises(SimulatedInterrupt):
+        experiments.run("fit", items, out, progress=False)
+    monkeypatch.delenv(INTERRUPT_ENV)
+    data.write_text(data.read_text().replace("1\n", "-1\n", 1))  # one label changed
+    before = files_of(out)
+    with pytest.raises(Exception, match="different config or data file"):
+        experiments.run("fit", items, out, resume=True, progress=False)
+    assert files_of(out) == before
+    data.write_text((Path(__file__).parents[1] / "examples" / "two_classes.csv").read_text())
+    experiments.run("fit", items, out, resume=True, progress=False)
+    assert_same_results(reference, out)
+
+
 # --------------------------------------------------------------------------- divergence is a result
 
 
 def test_a_group_whose_every_run_stops_keeps_the_other_groups(tmp_path, capsys):
     """η = 0.4: every signed_square run is unstable within a few steps (all of its group stop in
     the first segment, before any snapshot: this once raised IndexError); lifted converges."""
-    unstable = TINY + ["train.schedule='constant'", "train.step_size=0.4"]
+    unstable = TINY + ["train.schedule='constant'", "train.step_size=0.4", "data.teacher_angles=[]"]  # the teacher drawn by the data seed
     out = tmp_path / "both"
     assert main(["run", "chizat-bach-relu", *sets(unstable), "--out", str(out)]) == 0
     err = capsys.readouterr().err
@@ -179,10 +316,18 @@ def _wait_for(predicate, timeout=120.0):
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
     out = tmp_path / "run"
     rng = random.Random(2024)
-    moments = [rng.uniform(0.5, 14.0) for _ in range(5)]
+    moments = [rng.uniform(0.0, 8.0) for _ in range(5)]  # seconds after the process took the folder
+
+    def holds_the_lock(pid):
+        try:
+            return json.loads((out / MANIFEST).read_text()).get("pid") == pid
+        except (OSError, ValueError):
+            return False
+
     for delay in moments:
         resume = (out / MANIFEST).exists()
         proc = subprocess.Popen(cli_command(out, *(["--resume"] if resume else [])), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_for(lambda: holds_the_lock(proc.pid) or proc.poll() is not None)  # a loaded machine imports slowly
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:

@@ -255,6 +255,21 @@ def test_continuing_from_the_loop_state_is_bit_identical(problem):
         np.testing.assert_array_equal(again.final.positions, stopped.final.positions)
 
 
+def test_a_pause_ends_the_call_at_a_block_and_the_loop_continues_bit_identically(problem):
+    """``pause`` (how a signal checkpoints a run mid-way): the call ends after the block where it
+    first says True, no code changes, and the loop state continues as if never paused."""
+    obj, mu0 = problem
+    for monitor in (Monitor(), Monitor(policy="backtrack")):
+        whole = solve(ExplicitGD(), obj, mu0, 0.5, 200, monitor=monitor, block_size=50)
+        asked = []
+        first = solve(ExplicitGD(), obj, mu0, 0.5, 200, monitor=monitor, block_size=50, pause=lambda: asked.append(1) or len(asked) >= 2)
+        assert first.paused and first.status == "successful" and first.stop_step == 100 and "paused at step 100" in first.message
+        assert not whole.paused
+        second = solve(ExplicitGD(), obj, first.loop, 0.5, 100, monitor=monitor, block_size=50)
+        np.testing.assert_array_equal(second.final.positions, whole.final.positions)
+        np.testing.assert_array_equal(np.concatenate([first.objective[:-1], second.objective]), whole.objective)
+
+
 def test_saveat_log_and_fn(problem):
     obj, mu0 = problem
     sol = explicit_gd(obj, mu0, 0.1, 1000, save=SaveAt(log=8, fn=lambda t, mu, o: {"t": t, "F": o.value(mu), "mean": mu.positions.mean(0)}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +24,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Wasserstein 
 
 DEBUG_ENV = "WGFLOW_DEBUG"
 EXIT_BAD_INPUT, EXIT_INTERNAL = 2, 70
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from wgflow import __version__
+
+        typer.echo(f"wgflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version of wgflow and exit"),
+) -> None:
+    """Wasserstein gradient flows of neural networks: run, inspect and report experiments."""
 
 
 def _x64():
@@ -95,9 +111,8 @@ def list_experiments() -> None:
     from wgflow import experiments
     from wgflow.experiments.config import load_toml
 
-    for name, path in experiments.named().items():
-        desc = load_toml(path).get("description", "")
-        typer.echo(f"{name:24s} {desc}")
+    rows = [(name, load_toml(path).get("description", "")) for name, path in experiments.named().items()]
+    typer.echo(_columns(rows, shutil.get_terminal_size((160, 24)).columns))
 
 
 @app.command("config")
@@ -116,8 +131,8 @@ def show_config(
     with _clean_errors():
         module, cfg = experiments.load(name, set_, quick, plugins=plugin)
     if describe:
-        for key, value, desc in describe_fields(module.Config, values=cfg):
-            typer.echo(f"{key:32s} {value:24s} {desc}")
+        rows = [("field", "value", "allowed", "description"), *describe_fields(module.Config, values=cfg)]
+        typer.echo(_columns(rows, shutil.get_terminal_size((160, 24)).columns, caps=(1.0, 0.22, 0.28)))
     else:
         typer.echo(dump_toml(cfg), nl=False)
 
@@ -209,7 +224,7 @@ def optimum(
     loss: str = typer.Option("square", "--loss", help="square: (f − y)²; logistic: log(1 + e^(−y f)), labels ±1; with --data"),
     run_dir: Optional[Path] = typer.Option(None, "--run", help="a run folder: its own training data, λ, loss and reduction, for each of its parameterisations"),
 ) -> None:
-    """Certified global minimum of a two-layer ReLU network with weight decay (convex program + dual certificate).
+    """Certified global minimum of a two-layer ReLU network with weight decay (the convex program of Pilanci & Ergen 2020 + a dual certificate).
 
     Exit code 0: certified to a relative gap ≤ 1e-6; 1: solved, gap larger; 2: bad input."""
     with _clean_errors():
@@ -261,12 +276,18 @@ def compare(
     typer.echo(f"\nwrote {path}" if path else "\n(--out FILE.png draws the objective curves)")
 
 
+def _bench_names() -> list[str]:
+    from wgflow.benchmarks import BENCHMARKS  # a table of module names: imports nothing heavy
+
+    return list(BENCHMARKS)
+
+
 @app.command("bench")
 def bench(
     quick: bool = typer.Option(False, "--quick", help="small sizes (a few minutes)"),
     json_file: Optional[Path] = typer.Option(None, "--json", help="write the rows as JSON"),
     markdown_file: Optional[Path] = typer.Option(None, "--markdown", help="write the Markdown table"),
-    only: List[str] = typer.Option([], "--only", help="run only this benchmark (repeatable)"),
+    only: List[str] = typer.Option([], "--only", help=f"run only this benchmark (repeatable): {', '.join(_bench_names())}"),
 ) -> None:
     """Run every benchmark (each a ratio against a baseline measured in the same run) and print a table."""
     from wgflow import benchmarks
@@ -291,11 +312,41 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None:
+def _columns(rows: list[tuple[str, ...]], width: int, caps: tuple[float, ...] = (), gap: int = 2, least: int = 10) -> str:
+    """Rows as aligned columns within ``width`` characters: the first column whole, the others
+    wrapped at word boundaries; column i at most ``caps[i]`` of the width, then the widest
+    one narrowed first."""
+    import textwrap
+
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, cap in enumerate(caps):
+        widths[i] = min(widths[i], max(least, int(cap * width)))
+    while sum(widths) + gap * (len(widths) - 1) > width:
+        i = max(range(1, len(widths)), key=lambda j: widths[j])
+        if widths[i] <= least:
+            break
+        widths[i] -= 1
+    lines = []
+    for row in rows:
+        cells = [[row[0]]] + [textwrap.wrap(text, w, break_on_hyphens=False) or [""] for text, w in zip(row[1:], widths[1:])]
+        for k in range(max(len(c) for c in cells)):
+            parts = [(c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
+            lines.append((" " * gap).join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _console(fallback: int = 160):
+    """A rich console on stdout as wide as the terminal (``fallback`` columns when stdout is not one)."""
     from rich.console import Console
+
+    return Console(file=sys.stdout, width=shutil.get_terminal_size((fallback, 24)).columns, highlight=False)
+
+
+def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None:
+    """The run's headline and table, folded to the terminal's width (headers wrap, never cut)."""
     from rich.table import Table
 
-    console = Console(file=sys.stdout, width=width)
+    console = _console(width)
     took = f"{summary.get('seconds', 0):.1f} s"
     if "compile_seconds" in summary:
         took += f", of which compiling {summary['compile_seconds']:.1f} s"
@@ -304,6 +355,8 @@ def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None
     if table_rows:
         cols = summary.get("print_columns") or list(table_rows[0].keys())
         t = Table(*cols)
+        for col in t.columns:
+            col.overflow = "fold"  # a narrow terminal wraps a header or a cell, never cuts it
         for row in table_rows:
             t.add_row(*[_fmt(row.get(c)) for c in cols])
         console.print(t)
@@ -318,8 +371,12 @@ def _print_summary(summary: dict, timing: bool = True, width: int = 140) -> None
 
 def main(argv: list[str] | None = None) -> int:
     """The console script: runs ``wgflow ARGV`` (default: the command line) and returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["bench"] and any(a == "--only" and (i + 1 == len(args) or args[i + 1].startswith("-")) for i, a in enumerate(args)):
+        typer.secho(f"error: --only needs a benchmark's name: one of {', '.join(_bench_names())}", fg="red", err=True)
+        return EXIT_BAD_INPUT
     try:
-        app(args=argv, prog_name="wgflow")
+        app(args=args, prog_name="wgflow")
     except SystemExit as exc:  # every command ends by exiting; a usage error exits 2
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_BAD_INPUT)
     return 0

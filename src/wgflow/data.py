@@ -4,7 +4,7 @@
 error per problem; :func:`split`, :func:`standardise` and :func:`classes_to_pm1` prepare it
 the way ``wgflow run fit`` does (docs/own-data.md).
 
-A bias is an extra input coordinate fixed to 1 (DESIGN §1): :func:`with_bias`.
+A bias is an extra input coordinate fixed to 1: :func:`with_bias`.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def teacher_student(
     teacher_signs: str = "random",
     teacher_scale: float = 1.0,
     noise: float = 0.0,
+    teacher_angles=None,
     dtype=None,
 ) -> Dataset:
     """Labels from a teacher ``f*(x) = Σᵢ αᵢ σ(wᵢ·x)`` with ``m0`` neurons.
@@ -79,8 +80,10 @@ def teacher_student(
     Inputs are uniform on the unit sphere of R^d (``inputs="sphere"``) or N(0, I_d).
     Teacher neurons have ``wᵢ`` uniform on the sphere of radius ``teacher_scale`` of the
     (bias-augmented) input space and ``αᵢ = ±1`` (``teacher_signs`` ``random`` or ``positive``);
-    ``noise`` adds N(0, noise²) to the labels. ``dtype`` defaults to float64 when
-    ``jax_enable_x64`` is on, float32 otherwise.
+    ``noise`` adds N(0, noise²) to the labels. ``teacher_angles`` (degrees, one per neuron;
+    plane inputs without a bias only) places the teacher neurons at
+    ``teacher_scale · (cos φᵢ, sin φᵢ)`` instead of drawing them. ``dtype`` defaults to float64
+    when ``jax_enable_x64`` is on, float32 otherwise.
     """
     n = as_int(n, "data.n")
     d = as_int(d, "data.d")
@@ -96,7 +99,20 @@ def teacher_student(
     X = np.asarray(X_draw)
     if bias:
         X = with_bias(X)
-    W = on_sphere(kw, m0, X.shape[1], teacher_scale, dtype)
+    if teacher_angles is None:
+        W = on_sphere(kw, m0, X.shape[1], teacher_scale, dtype)
+    else:
+        phi = np.radians(np.asarray(teacher_angles, dtype=float))
+        require(
+            d == 2 and not bias,
+            "data.teacher_angles",
+            f"places neurons in the plane, but the inputs are in R^{X.shape[1]}",
+            "use data.d = 2 and data.bias = false, or drop data.teacher_angles",
+        )
+        require(
+            phi.shape == (m0,), "data.teacher_angles", f"gives {phi.size} angles for data.teacher_width = {m0} neurons", "give one angle per teacher neuron"
+        )
+        W = jnp.asarray(teacher_scale * np.stack([np.cos(phi), np.sin(phi)], axis=1), dtype)
     alpha = random_signs(ka, m0, dtype) if teacher_signs == "random" else jnp.ones((m0,), dtype)
     teacher = PlainNetwork(np.asarray(W), np.asarray(alpha))
     y = np.asarray(teacher.outputs(jnp.asarray(X), sigma))

@@ -1,4 +1,4 @@
-"""Initial measures, all drawn from an explicit PRNG key (DESIGN §1).
+"""Initial measures, all drawn from an explicit PRNG key.
 
 Samplers return arrays; :func:`initial_measure` assembles a mean-field
 :class:`~wgflow.measure.Measure` for a parameterisation.
@@ -27,7 +27,7 @@ def on_sphere(key: Array, m: int, dim: int, radius: float = 1.0, dtype=None) -> 
 
 
 def heavy_tailed(key: Array, m: int, dim: int, beta: float, dtype=None) -> Array:
-    """Density ∝ (1 + |w|²)^{-(dim/2 + β)}: w = g/√s, g ~ N(0, I), s ~ χ²_{2β} (DESIGN §1)."""
+    """Density ∝ (1 + |w|²)^{-(dim/2 + β)}: w = g/√s, g ~ N(0, I), s ~ χ²_{2β}."""
     require_positive(beta, "init.beta")
     kg, ks = jax.random.split(key)
     dtype = dtype or jnp.result_type(float)
@@ -37,7 +37,7 @@ def heavy_tailed(key: Array, m: int, dim: int, beta: float, dtype=None) -> Array
 
 
 def uniform(key: Array, shape, low: float, high: float, dtype=None) -> Array:
-    """Uniform on [low, high] (e.g. biases on [0, π], seed 003)."""
+    """Uniform on [low, high] (e.g. biases on [0, π], as in Barboni, Peyré & Vialard 2024)."""
     return jax.random.uniform(key, shape, dtype=dtype or jnp.result_type(float), minval=low, maxval=high)
 
 

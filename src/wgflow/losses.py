@@ -1,4 +1,4 @@
-"""Pointwise losses ℓ(f, y) and their convex conjugates (DESIGN §1, §2).
+"""Pointwise losses ℓ(f, y) and their convex conjugates.
 
 A :class:`Loss` is a scalar function of an output f and a label y; its derivative in f is
 taken by autodiff. The entropic JKO step is solved through the dual of the risk, so a

@@ -1,4 +1,4 @@
-"""Measures over neurons: ``μ = Σ_k p_k δ_{θ_k}`` (DESIGN §1).
+"""Measures over neurons: ``μ = Σ_k p_k δ_{θ_k}`` (conventions: ``docs/conventions.md``).
 
 A :class:`Measure` is a JAX pytree of positions ``θ_k`` (shape ``(m, D)``) and
 masses ``p_k`` (shape ``(m,)``). The same record holds a width-``m`` network

@@ -1,15 +1,15 @@
-"""The objective F(μ) = R(f_μ) + λ ∫ V d|μ|, its first variation F' and ∇F' (DESIGN §1).
+"""The objective F(μ) = R(f_μ) + λ ∫ V d|μ|, its first variation F' and ∇F' (conventions: ``docs/conventions.md``).
 
 Losses live in :mod:`wgflow.losses`; the risk's convex conjugate R* (for the JKO's dual) is built here from the loss's.
 
-``R(f) = Σ_j ℓ(f(x_j), y_j)`` (``reduction="sum"``, seed 001's loss exactly) or
+``R(f) = Σ_j ℓ(f(x_j), y_j)`` (``reduction="sum"``) or
 its mean over j. The first variation at a neuron θ carrying a mass of sign s is
 
     F'(μ)(θ) = s Σ_j ∂ℓ(f_μ(x_j), y_j) φ_θ(x_j) + λ V(θ),
 
 and a particle of the Wasserstein gradient flow moves with velocity −∇_θ F'(μ)(θ)
 (projected on the tangent space when Θ is curved). For a width-m network
-with masses ±1/m this is −m ∇_{θ_k} F: the mean-field clock of DESIGN §1.
+with masses ±1/m this is −m ∇_{θ_k} F: the mean-field clock.
 
 The same code evaluates F on a particle cloud and on a grid of neurons: both
 are a :class:`~wgflow.measure.Measure`.

@@ -50,14 +50,38 @@ def _finish(fig, ax, xlabel: str, ylabel: str, title: str | None, logy: bool, lo
     return fig
 
 
-def _teacher_rays(ax, directions, signs, lim):
-    """Dashed rays from the origin along the teacher neurons' directions (only the direction
-    of a neuron is identifiable in the mean-field limit: mass and scale trade off)."""
+TEACHER = "0.25"  # teacher neuron directions: dark grey, dashed (output weight > 0) or dotted (< 0)
+TEACHER_LABEL = {1: "teacher neuron (output weight > 0)", -1: "teacher neuron (output weight < 0)"}
+
+
+def _teacher_rays(ax, directions, signs, lim, label: bool = False):
+    """Rays from the origin along the teacher neurons' directions (only the direction of a
+    neuron is identifiable in the mean-field limit: mass and scale trade off). ``label``: the
+    first ray of each sign carries its legend label (the others none)."""
+    seen = set()
     for w, s in zip(directions, signs):
         n = np.linalg.norm(w)
         if n > 0:
             end = w / n * lim * 1.5
-            ax.plot([0, end[0]], [0, end[1]], ls="--", lw=1.0, color=POS if s > 0 else NEG, alpha=0.9, zorder=1)
+            sign = 1 if s >= 0 else -1
+            name = TEACHER_LABEL[sign] if label and sign not in seen else "_nolegend_"
+            seen.add(sign)
+            ax.plot([0, end[0]], [0, end[1]], ls="--" if sign > 0 else ":", lw=1.2, color=TEACHER, alpha=0.9, zorder=1, label=name)
+
+
+PARTICLE_LABEL = {1: "particle, output weight > 0", -1: "particle, output weight < 0"}
+
+
+def _legend_below(fig, axes, fontsize: float | None = None) -> None:
+    """One legend under the panels, from the labelled artists of ``axes`` (each label once)."""
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncol=min(len(labels), 4), frameon=False, fontsize=fontsize)
 
 
 def particle_paths(
@@ -70,36 +94,44 @@ def particle_paths(
 ):
     """Each panel: ``paths`` (S, m, 2) over saved times, ``signs`` (m,), ``title``.
 
-    Paths are drawn thin, end points as dots, the teacher neurons' directions as dashed
-    rays (as in Chizat & Bach 2018, Fig. 2).
+    Paths are drawn thin, end points as dots, the teacher neurons' directions as grey
+    rays (as in Chizat & Bach 2018, Fig. 2); one legend under the panels.
     """
-    fig, axes = _grid(len(panels))
+    ncols = min(len(panels), 4)
+    nrows = int(np.ceil(len(panels) / ncols))
+    fig, axes_grid = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.4 * nrows + 0.5), squeeze=False, layout="constrained")
+    axes = list(axes_grid.flat)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     for ax, panel in zip(axes, panels):
         paths, signs = np.asarray(panel["paths"]), np.asarray(panel["signs"])
+        labelled = set()
         for k in range(paths.shape[1]):
-            color = POS if signs[k] > 0 else NEG
-            ax.plot(paths[:, k, 0], paths[:, k, 1], color=color, lw=0.7, alpha=0.8)
+            sign = 1 if signs[k] > 0 else -1
+            ax.plot(
+                paths[:, k, 0],
+                paths[:, k, 1],
+                color=POS if sign > 0 else NEG,
+                lw=0.7,
+                alpha=0.8,
+                label=PARTICLE_LABEL[sign] if sign not in labelled else "_nolegend_",
+            )
+            labelled.add(sign)
         ax.scatter(paths[-1, :, 0], paths[-1, :, 1], c=[POS if s > 0 else NEG for s in signs], s=10, zorder=3)
         lim = max(np.nanmax(np.abs(paths)) if paths.size else 1.0, 1e-12) * 1.1
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         if teacher_directions is not None:
-            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim)
+            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim, label=True)
         ax.axhline(0, color="0.85", lw=0.5, zorder=0)
         ax.axvline(0, color="0.85", lw=0.5, zorder=0)
         ax.set_aspect("equal")
         ax.set_title(panel.get("title", ""), fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=POS, label="output weight > 0"), Line2D([], [], color=NEG, label="output weight < 0")]
-    if teacher_directions is not None:
-        handles.append(Line2D([], [], color="0.3", ls="--", label="teacher neuron directions"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    _legend_below(fig, axes[: len(panels)])
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -111,24 +143,27 @@ def objective_bands(
     title: str | None = None,
     hline: float | None = None,
     hline_label: str = "",
+    quantiles: tuple[float, float] = (0.25, 0.75),
 ):
     """Each panel: ``curves`` = {label: (times (T,), values (seeds, T))}, ``title``.
 
-    Draws the median over seeds and the band between the min and max.
+    Draws the median over seeds and a light band between the ``quantiles`` (default: the
+    interquartile range), so that curves of several widths stay apart.
     """
     fig, axes = _grid(len(panels), ncols=min(len(panels), 2), size=4.6)
+    lo_q, hi_q = quantiles
     for ax, panel in zip(axes, panels):
-        colors = ordered_colors(len(panel["curves"]))
+        colors = ordered_colors(len(panel["curves"]), top=0.9)
         for (label, (t, values)), color in zip(panel["curves"].items(), colors):
             values = np.asarray(values, dtype=float)
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a time at which every run had stopped: all NaN
                 med = np.nanmedian(values, axis=0)
-                lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+                lo, hi = np.nanquantile(values, lo_q, axis=0), np.nanquantile(values, hi_q, axis=0)
             tt = np.asarray(t)
             keep = tt > 0 if logx else np.ones_like(tt, bool)
-            ax.plot(tt[keep], med[keep], color=color, lw=1.5, label=f"{label} (median)")
-            ax.fill_between(tt[keep], lo[keep], hi[keep], color=color, alpha=0.18, lw=0)
+            ax.plot(tt[keep], med[keep], color=color, lw=1.8, label=f"{label} (median)")
+            ax.fill_between(tt[keep], lo[keep], hi[keep], color=color, alpha=0.12, lw=0)
         if hline is not None:
             ax.axhline(hline, color="k", ls="--", lw=1, label=hline_label)
         if logy:
@@ -190,6 +225,40 @@ def final_vs_width(
     return _finish(fig, ax, "student width m (neurons)", ylabel, title, logy)
 
 
+def success_map(
+    panels: Sequence[dict],
+    widths: Sequence[int],
+    angles: Sequence[float],
+    seeds: int,
+    title: str | None = None,
+):
+    """A heat map per panel: ``values`` (angles × widths) success fractions in [0, 1], each cell
+    annotated with its count of successes out of ``seeds``; x: student width, y: angle (degrees)."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(0.9 * len(widths) * n + 2.6, 0.55 * len(angles) + 2.0), squeeze=False)
+    image = None
+    for ax, panel in zip(axes.flat, panels):
+        values = np.asarray(panel["values"], float)
+        image = ax.imshow(values, origin="lower", cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                v = values[i, j]
+                text = "–" if not np.isfinite(v) else f"{int(round(v * seeds))}/{seeds}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="k" if np.isfinite(v) and v > 0.55 else "w")
+        ax.set_xticks(range(len(widths)))
+        ax.set_xticklabels([str(int(w)) for w in widths])
+        ax.set_yticks(range(len(angles)))
+        ax.set_yticklabels([f"{a:g}" for a in angles])
+        ax.set_xlabel("student width m (neurons)")
+        ax.set_ylabel("smallest angle between teacher neurons θ (degrees)")
+        ax.set_title(panel.get("title", ""), fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes.flat), fraction=0.046, pad=0.04, label="success fraction (over seeds)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def lines(
     curves: dict[str, tuple[np.ndarray, np.ndarray]],
     xlabel: str = TIME_LABEL,
@@ -215,39 +284,88 @@ def particles_gif(
     teacher_signs: np.ndarray | None = None,
     xlabel: str = r"$u_1$",
     ylabel: str = r"$u_2$",
-    fps: int = 10,
-    max_frames: int = 40,
-    dpi: int = 72,
+    fps: int = 8,
+    max_frames: int = 60,
+    dpi: int = 100,
+    ncols: int | None = None,
+    title: str = "",
 ) -> bytes:
-    """An animated GIF (bytes) of the particles of each panel moving over the saved times."""
+    """An animated GIF (bytes) of the particles of each panel moving over the saved times,
+    each with a faint trail of its path so far; every frame states its mean-field time.
+
+    Frames are evenly spaced in the saved states (log-spaced snapshots give log-spaced
+    frames). ``ncols``: panels per row (default up to 4); at the default ``dpi`` a row of
+    four panels is 1300 px wide.
+    """
+    from matplotlib.collections import LineCollection
+
     S = len(times)
-    frames = np.unique(np.linspace(0, S - 1, min(S, max_frames)).astype(int))
-    fig, axes = _grid(len(panels), size=3.0)
+    frames = np.unique(np.linspace(0, S - 1, min(S, max_frames)).round().astype(int))
+    ncols = ncols or min(len(panels), 4)
+    nrows = int(np.ceil(len(panels) / ncols))
+    size = max(3.6, 10.8 / ncols)  # inches per panel: a row is at least 1080 px wide at 100 dpi
+    fig, axes_grid = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.9), squeeze=False, layout="constrained", dpi=dpi)
+    axes = list(axes_grid.flat)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     artists = []
     for ax, panel in zip(axes, panels):
         paths, signs = np.asarray(panel["paths"]), np.asarray(panel["signs"])
         lim = max(np.nanmax(np.abs(paths)) if paths.size else 1.0, 1e-12) * 1.1
         if teacher_directions is not None:
-            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim)
+            _teacher_rays(ax, teacher_directions, teacher_signs if teacher_signs is not None else np.ones(len(teacher_directions)), lim, label=True)
+        colors = [POS if s > 0 else NEG for s in signs]
+        trail = LineCollection([], colors=colors, linewidths=0.7, alpha=0.55)
+        ax.add_collection(trail)
+        for sign in (1, -1):  # legend entries: one per sign present, coloured as the particles
+            if np.any((signs > 0) == (sign > 0)):
+                ax.scatter([], [], c=POS if sign > 0 else NEG, s=14, label=PARTICLE_LABEL[sign])
+        scat = ax.scatter(paths[0, :, 0], paths[0, :, 1], c=colors, s=14, zorder=3)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-        ax.set_title(panel.get("title", ""), fontsize=9)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        scat = ax.scatter(paths[0, :, 0], paths[0, :, 1], c=[POS if s > 0 else NEG for s in signs], s=12)
-        artists.append((scat, paths))
-    label = fig.suptitle("")
+        ax.set_title(panel.get("title", ""), fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        artists.append((scat, trail, paths))
+    _legend_below(fig, axes[: len(panels)], fontsize=9)
+    label = fig.suptitle("", fontsize=12)
 
     def update(i):
-        for scat, paths in artists:
+        for scat, trail, paths in artists:
             scat.set_offsets(paths[i])
-        label.set_text(f"t = {times[i]:.4g}")
-        return [a for a, _ in artists] + [label]
+            trail.set_segments([paths[: i + 1, k] for k in range(paths.shape[1])])
+        label.set_text((title + ": " if title else "") + f"mean-field time t = {times[i]:.4g}")
+        return [a for a, _, _ in artists] + [label]
 
-    fig.set_dpi(dpi)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return _gif(fig, update, frames, fps)
+    update(int(frames[-1]))  # lay the figure out once, with the widest title, then keep that layout
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+    moving = [(ax, a) for ax, (scat, trail, _) in zip(axes, artists) for a in (trail, scat)] + [(fig, label)]
+    return _gif_blit(fig, update, frames, fps, moving)
+
+
+def _gif_blit(fig, draw_frame, frames, fps: int, moving) -> bytes:
+    """As :func:`_gif`, drawing the still parts (axes, ticks, labels, rays) once and, per frame,
+    only the ``moving`` artists ((axes or figure, artist) pairs) over them; closes ``fig``."""
+    from PIL import Image
+
+    for _, artist in moving:
+        artist.set_animated(True)
+    fig.canvas.draw()
+    background = fig.canvas.copy_from_bbox(fig.bbox)
+    images = []
+    for i in frames:
+        fig.canvas.restore_region(background)
+        draw_frame(i)
+        for owner, artist in moving:
+            owner.draw_artist(artist)
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
+    plt.close(fig)
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
 
 
 def _gif(fig, draw_frame, frames, fps: int) -> bytes:
@@ -329,7 +447,7 @@ def density_vs_particles(
     title: str | None = None,
 ):
     """One row per time: the grid measure's positive and negative densities beside the particles
-    (red: positive output weight, blue: negative; dashed rays: the teacher's neurons).
+    (red: positive output weight, blue: negative; grey rays: the teacher's neurons, dashed for a positive output weight, dotted for a negative one).
 
     Each row: ``positive``, ``negative`` (n1, n2) masses per unit area, ``particles`` (m, 2),
     ``signs`` (m,), ``time``; optional ``grid_label``, ``particle_label``.
@@ -389,7 +507,7 @@ def plot_measure(
     times its mass (red +, blue −), with an area proportional to ``|mass|``; without it, at the
     first two coordinates of θ. Grid: the signed density Σ_c sign_c · mass_c / cell volume on
     the first two grid axes (further axes summed over; one axis: a curve). ``ax``: draw into
-    these axes (its figure is returned). ``teacher_directions``: dashed rays, as in the
+    these axes (its figure is returned). ``teacher_directions``: grey rays, as in the
     experiments' figures.
     """
     from wgflow.grid.measures import GridMeasure
@@ -501,4 +619,4 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-__all__ = ["particle_paths", "objective_bands", "final_vs_width", "lines", "particles_gif", "plot_measure", "close"]
+__all__ = ["particle_paths", "objective_bands", "final_vs_width", "success_map", "lines", "particles_gif", "plot_measure", "close"]

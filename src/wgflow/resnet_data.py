@@ -1,4 +1,4 @@
-"""Data for deep mean-field ResNets (seed 003): maps R^d → R^d.
+"""Data for deep mean-field ResNets (Barboni, Peyré & Vialard 2024): maps R^d → R^d.
 
 Two sources, both documented in ``docs/resnet.md``:
 

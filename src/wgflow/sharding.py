@@ -1,4 +1,4 @@
-"""Particles (and grid points) sharded over all JAX devices (DESIGN §5 "Scale").
+"""Particles (and grid points) sharded over all JAX devices.
 
 A measure's atoms are split along a one-axis :class:`jax.sharding.Mesh` named
 ``"atoms"``; the data are replicated. The flows' compiled steps are unchanged:

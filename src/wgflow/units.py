@@ -1,4 +1,4 @@
-"""Activations and parameterisations of a neuron (DESIGN §1).
+"""Activations and parameterisations of a neuron (conventions: ``docs/conventions.md``).
 
 A *parameterisation* says what a neuron θ ∈ Θ contributes to the output, its
 unit ``φ_θ(x)``, and its regulariser ``V(θ)``. A measure ``μ = Σ p_k δ_{θ_k}``
@@ -263,7 +263,7 @@ class _WithOutputWeight(Parameterisation):
 
 @dataclasses.dataclass(frozen=True)
 class Lifted(_WithOutputWeight):
-    """θ = (w, α): unit α σ(w·x), V = |w|² + α² (seed 001 §2 (a); Chizat & Bach's lifting)."""
+    """θ = (w, α): unit α σ(w·x), V = |w|² + α² (Chizat & Bach 2018's lifting)."""
 
     name: ClassVar[str] = "lifted"
 
@@ -286,7 +286,7 @@ class Lifted(_WithOutputWeight):
 
 @dataclasses.dataclass(frozen=True)
 class Signed(Parameterisation):
-    """θ = w with a signed mass: unit σ(w·x), V = 2|w| (seed 001 §2 (b))."""
+    """θ = w with a signed mass: unit σ(w·x), V = 2|w| (a signed measure on the input weights)."""
 
     name: ClassVar[str] = "signed"
     signed_masses: ClassVar[bool] = True
@@ -309,7 +309,7 @@ class Signed(Parameterisation):
 
 @dataclasses.dataclass(frozen=True)
 class Split(Signed):
-    """θ = (u, ±), mass ±1/m: unit ±σ(u·x), V = 2|u| (seed 001 §2 (c)); u = m|α|w."""
+    """θ = (u, ±), mass ±1/m: unit ±σ(u·x), V = 2|u| (two nonnegative measures); u = m|α|w."""
 
     name: ClassVar[str] = "split"
 
@@ -326,7 +326,7 @@ class Split(Signed):
 
 @dataclasses.dataclass(frozen=True)
 class Sphere(_WithOutputWeight):
-    """θ = (u, a), |u| = 1: unit a σ(u·x), V = 2|a| (seed 001 §2 (d)); u = w/|w|, a = m|w|α."""
+    """θ = (u, a), |u| = 1: unit a σ(u·x), V = 2|a| (directions on the sphere); u = w/|w|, a = m|w|α."""
 
     name: ClassVar[str] = "sphere"
     output_kink: ClassVar[float | None] = 2.0

@@ -35,7 +35,7 @@ def run_all(quick: bool = False, only: list[str] | None = None, echo=print) -> l
     if unknown:
         from wgflow.errors import InputError
 
-        raise InputError("--only", f"unknown benchmark(s) {unknown}", f"use some of {list(BENCHMARKS)}")
+        raise InputError("--only", f"unknown benchmark(s) {unknown}", f"use some of {', '.join(BENCHMARKS)}")
     rows = []
     for name in names:
         t0 = time.perf_counter()

@@ -1,7 +1,7 @@
-"""Benchmarks of the entropic JKO flow on a grid (issue #6), in float64.
+"""Benchmarks of the entropic JKO flow on a grid, in float64.
 
     wgflow bench --only jko [--quick]
-    python -m wgflow.benchmarks.jko --radial     (the radial-scale study of seed 001 §2.3.1)
+    python -m wgflow.benchmarks.jko --radial     (the radial-scale study of docs/jko.md §9)
 
 Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_seconds``,
 ``ratio`` = baseline / seconds, and sizes):
@@ -12,13 +12,13 @@ Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_secon
   online PointCloud mode fails on jax 0.10).
 - ``kernel_ott_grid_<n>``: the same against OTT-JAX's own separable ``Grid.apply_lse_kernel``.
 - ``kernel_std_<n>``: the standard-domain separable kernel (BLAS), against the log domain.
-- ``step_<solver>_<n>``: one JKO step (split, d = 2, n = 100 data, seed 001's loss) by the
+- ``step_<solver>_<n>``: one JKO step (split, d = 2, n = 100 data, the sum of square losses) by the
   semi-dual Newton and the linearised solvers, against Peyré's Dykstra iterations run to
   the same KKT tolerance in the same run.
 - ``step_newton_512`` (full run only): one Newton step at 512² completes, in a fresh process;
   its peak resident memory (VmHWM).
 
-``--radial`` runs instead the radial-scale comparison of seed 001 §2.3.1 (:func:`radial_rows`).
+``--radial`` runs instead the radial-scale comparison of docs/jko.md §9 (:func:`radial_rows`).
 
 All times exclude compilation (programs are compiled ahead, then timed); the best of a few
 repetitions for the kernels. The machine is shared: compare ratios within one run.
@@ -105,7 +105,7 @@ def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
 
 def _problem(n_grid: int, n_data: int = 100):
     ds = teacher_student(jax.random.PRNGKey(0), n_data, 2, 3)
-    obj = make_objective(ds.X, ds.y, "split", lam=1e-3)  # seed 001's loss: Σ (f − y)² + λ ∫ V d|μ|
+    obj = make_objective(ds.X, ds.y, "split", lam=1e-3)  # Σ (f − y)² + λ ∫ V d|μ|
     grid = box_grid(-3.0, 3.0, (n_grid, n_grid))
     p0 = jnp.asarray(initial_grid_density(grid, "gaussian", std=0.5, components=2))
     prob = jko_problem(obj, grid)
@@ -183,7 +183,7 @@ def big_step_row(n: int = 512, tau: float = 1e-2, eps: float = 1e-2) -> dict:
 
 
 def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
-    """Seed 001 §2.3.1 ("the grid dictates the neuron's scale"): grids of about the same N compared
+    """The grid dictates the neuron's scale (docs/jko.md §9): grids of about the same N compared
     with particle GD on a teacher that needs neurons of scale |u| ≈ 2–3 (split, d = 2).
 
     Each JKO run: τ = 0.1 and ε = 2h² (h the finest spacing, ε ≥ 0.01); non-uniform grids also with
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
-    ap.add_argument("--radial", action="store_true", help="run only the radial-scale comparison (seed 001 §2.3.1)")
+    ap.add_argument("--radial", action="store_true", help="run only the radial-scale comparison (docs/jko.md §9)")
     args = ap.parse_args(argv)
     if args.radial:
         jax.config.update("jax_enable_x64", True)

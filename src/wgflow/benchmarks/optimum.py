@@ -4,9 +4,9 @@
 
 Data: n points uniform on the unit circle with a bias column (d = 3, rank 3,
 n² − n + 2 chambers), labels of a width-3 ReLU teacher plus noise, λ = 0.1,
-seed 001's loss (reduction "sum", ℓ2). Every formulation is timed end to end
+the weight-decayed square loss (reduction "sum", ℓ2). Every formulation is timed end to end
 (pattern enumeration + program + certificate) in the same run, and the plain
-form of DESIGN §3 — u_D, v_D with the 2n cone inequalities each, the fit as one
+form of Pilanci & Ergen's program — u_D, v_D with the 2n cone inequalities each, the fit as one
 sparse matrix — is the baseline. ``ratio`` = baseline_seconds / seconds.
 ``--quick`` uses n = 30 (the plain form then takes seconds, not minutes).
 """

@@ -1,7 +1,8 @@
 """Named experiments: TOML configs, their runners, and result folders.
 
 An experiment *kind* is a module with a pydantic ``Config``, ``run(cfg, run_dir, resume=, progress=)``,
-``report(cfg, run_dir)``, optionally ``estimate(cfg) -> list[Need]`` (memory, checked before any compute)
+``report(cfg, run_dir)``, optionally ``estimate(cfg) -> list[Need]`` (memory, checked before any compute),
+``outputs(cfg) -> list[str]`` (the figures and other files it writes, checked against the folder first)
 and ``check(cfg)`` (run before a run folder is touched, e.g. reading the user's data file). A *named
 experiment* is a TOML file in ``configs/`` naming its kind. Plugins (:mod:`wgflow.experiments.plugins`:
 ``--plugin`` and the config key ``plugins``) are imported before a config is validated.
@@ -16,13 +17,13 @@ from typing import Callable
 
 from wgflow.errors import InputError
 from wgflow.experiments import config as _config
-from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_student
+from wgflow.experiments import fit, jko_vs_gd, parameterisations, resnet_digits, resnet_pl, teacher_angles, teacher_student
 from wgflow.experiments.plugins import import_plugins
 from wgflow.experiments.rundir import Plan, RunDir, fingerprint, open_finished, open_run, plan_run, running, stop_on_signals, writes_files
 from wgflow.resources import Need, check_needs
 from wgflow.runtime import CompileTimer
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (teacher_student, teacher_angles, parameterisations, jko_vs_gd, resnet_pl, resnet_digits, fit)}
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -90,6 +91,13 @@ def resource_needs(module: ModuleType, cfg) -> list[Need]:
     return list(estimate(cfg)) if estimate is not None else []
 
 
+def output_files(module: ModuleType, cfg) -> list[str]:
+    """The figures and other files a run of ``cfg`` writes beside its results (the kind's
+    ``outputs(cfg)``), checked against what the folder holds before anything is written."""
+    outputs = getattr(module, "outputs", None)
+    return list(outputs(cfg)) if outputs is not None else []
+
+
 def check_resources(module: ModuleType, cfg, *, limit: float | None = None) -> float:
     """Refuse (:class:`InputError` with the estimate and the fix) a run that cannot fit in memory."""
     return check_needs(resource_needs(module, cfg), f"this run of {cfg.name}", limit=limit)
@@ -149,14 +157,28 @@ def run(
         path = base if (resume or overwrite or force) else _fresh_folder(base)
         if path != base:
             echo(f"{base} holds a previous run: writing to {path} (--overwrite replaces {base}, --out chooses the folder)")
+    outputs = output_files(module, cfg)
+    checkpoint_fp = getattr(module, "checkpoint_fingerprint", None)
+    checkpoint_hash = checkpoint_fp(cfg) if checkpoint_fp is not None else None
     if writes_files():
-        plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force)
+        plan = plan_run(path, config_hash, text, resume=resume, overwrite=overwrite, force=force, outputs=outputs, checkpoint_hash=checkpoint_hash)
     else:  # process k > 0 of a jax.distributed job: process 0 checks and writes the folder
         plan, echo = Plan(path, None, False, ()), (lambda msg: None)
     for notice in (*plan.notices, time_notice(module, cfg)):
         if notice:
             echo(notice)
-    rd = open_run(plan, config_hash, text, experiment=cfg.name, kind=cfg.kind, resume=resume, overwrite=overwrite, force=force)
+    rd = open_run(
+        plan,
+        config_hash,
+        text,
+        experiment=cfg.name,
+        kind=cfg.kind,
+        resume=resume,
+        overwrite=overwrite,
+        force=force,
+        outputs=outputs,
+        checkpoint_hash=checkpoint_hash,
+    )
     with running(rd), stop_on_signals(echo):
         if not (resume and (rd / "config.toml").is_file() and (rd / "config.toml").read_text() == text):
             rd.write_text("config.toml", text)

@@ -9,12 +9,14 @@ overrides that make its ``--quick`` version.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import tomli_w
@@ -197,8 +199,73 @@ def dump_toml(config: pydantic.BaseModel) -> str:
     return tomli_w.dumps(data)
 
 
-def describe(model: type[pydantic.BaseModel], prefix: str = "", values: pydantic.BaseModel | None = None) -> list[tuple[str, str, str]]:
-    """(dotted key, value, description) for every field, for ``wgflow config --describe``:
+def _bounds(metadata) -> str:
+    """``> 0``, ``≥ 0``, ``in (0, 1)`` … from a field's annotated-types constraints."""
+    lo = hi = None
+    for m in metadata:
+        for attr, sign in (("gt", "("), ("ge", "[")):
+            if getattr(m, attr, None) is not None:
+                lo = (sign, getattr(m, attr))
+        for attr, sign in (("lt", ")"), ("le", "]")):
+            if getattr(m, attr, None) is not None:
+                hi = (sign, getattr(m, attr))
+    if lo and hi:
+        return f" in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}"
+    if lo:
+        return f" {'>' if lo[0] == '(' else '≥'} {lo[1]:g}"
+    if hi:
+        return f" {'<' if hi[0] == ')' else '≤'} {hi[1]:g}"
+    return ""
+
+
+def _registry(metadata) -> tuple[str, dict] | None:
+    for m in metadata:
+        found = getattr(getattr(m, "func", None), "registry", None)
+        if found is not None:
+            return found
+    return None
+
+
+_KIND_WORDS = {int: "integer", float: "number", str: "text", bool: "true | false", Path: "path"}
+
+
+def allowed(annotation, metadata=()) -> str:
+    """The values a field takes, in words: choices (``a | b``), registered names, types and bounds.
+
+    Registries (activations, parameterisations, losses) are read now, so names that a plugin
+    registered are listed too."""
+    metadata = list(metadata)
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = typing.get_args(annotation)
+        return allowed(base, [*metadata, *extra])
+    reg = _registry(metadata)
+    if reg is not None:
+        kind, table = reg
+        return " | ".join(sorted(table)) + f" (a registered {kind})"
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        words = " or ".join(allowed(a) for a in args)
+        return words + (", or unset" if len(args) < len(typing.get_args(annotation)) else "")
+    if origin in (list, tuple):
+        (item, *_) = typing.get_args(annotation) or (Any,)
+        if isinstance(item, type) and issubclass(item, pydantic.BaseModel):
+            return f"list of tables with keys {', '.join(item.model_fields)}"
+        return f"list of: {allowed(item)}" + _bounds(metadata)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " | ".join(str(m.value) for m in annotation)
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return "a table"
+    if any(getattr(getattr(m, "func", None), "__name__", "") == "_run_name" for m in metadata):
+        return "folder name (letters, digits, . _ -)"
+    word = _KIND_WORDS.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return word + _bounds(metadata)
+
+
+def describe(model: type[pydantic.BaseModel], prefix: str = "", values: pydantic.BaseModel | None = None) -> list[tuple[str, str, str, str]]:
+    """(dotted key, value, allowed values, description) for every field, for ``wgflow config --describe``:
     the value in ``values`` (a resolved config) when given, else the field's default."""
     rows = []
     for name, field in model.model_fields.items():
@@ -209,5 +276,24 @@ def describe(model: type[pydantic.BaseModel], prefix: str = "", values: pydantic
             rows.extend(describe(ann, key + ".", sub))
         else:
             value = sub if values is not None else field.get_default(call_default_factory=True)
-            rows.append((key, repr(value), field.description or ""))
+            rows.append((key, _shown(value), allowed(ann, field.metadata), field.description or ""))
     return rows
+
+
+def _shown(value: Any) -> str:
+    """A value as it is written in TOML, on one line (``true``, ``"relu"``, ``[4, 5]``; unset: ``—``)."""
+    if value is None:
+        return "—"
+    if isinstance(value, pydantic.BaseModel):
+        value = json.loads(value.model_dump_json(exclude_none=True))
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_shown(v)}" for k, v in value.items() if v is not None) + "}"
+    return repr(value)

@@ -143,6 +143,14 @@ def check(cfg: Config) -> None:
 # --------------------------------------------------------------------------- run
 
 
+checkpoint_fingerprint = teacher_student.checkpoint_fingerprint
+
+
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return teacher_student.outputs(cfg)
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     data = prepare(cfg)
     for note in data.notes:

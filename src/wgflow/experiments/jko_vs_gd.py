@@ -41,7 +41,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.rundir import Progress, RunDir, figure_files
 from wgflow.experiments.sections import PLUGINS_HELP, DataSection, PluginList
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd
@@ -203,6 +203,11 @@ def estimate(cfg: Config) -> list[Need]:
         Need(f"sampled GD ({cfg.gd.particles} particles)", particles(cfg.gd.particles), "gd.particles", "sample fewer particles (gd.particles)"),
         Need(f"{K} GD steps", 12.0 * K * 8, "gd.step_size", "take a larger gd.step_size or a shorter compare.final_time"),
     ]
+
+
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return figure_files("objective", "distance", "ladder", "densities") + (["jko_vs_gd.gif"] if cfg.output.animation else [])
 
 
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
@@ -454,15 +459,20 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
 
     b = cfg.compare.sinkhorn_blur
     S, D = {}, {}
+
+    def after_start(t, v):  # t = 0 is where every flow starts from the same measure: a distance at round-off, off a log axis
+        t, v = np.asarray(t, float), np.asarray(v, float)
+        return t[t > 0], v[t > 0]
+
     for i, r in enumerate(ladder):
         for name in r.solvers:
             base = f"jko/{i}/{name}"
             if f"{base}/sinkhorn" in results:
                 label = _rung_label(cfg, i, name)
-                S[label] = (results[f"{base}/save_times"], results[f"{base}/sinkhorn"])
-                D[label] = (results[f"{base}/save_times"], results[f"{base}/output_distance"])
+                S[label] = after_start(results[f"{base}/save_times"], results[f"{base}/sinkhorn"])
+                D[label] = after_start(results[f"{base}/save_times"], results[f"{base}/output_distance"])
                 styles[label] = {"color": colors[i], "ls": dashes[name], "marker": "o", "ms": 3}
-    D[f"GD, m = {cfg.gd.particles} sampled"] = (results["gd/save_times"], results["sampled/output_distance"])
+    D[f"GD, m = {cfg.gd.particles} sampled"] = after_start(results["gd/save_times"], results["sampled/output_distance"])
     fig = plots.panels(
         [
             {
@@ -473,7 +483,7 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
             {"ylabel": r"$\|f^{JKO}_t - f^{GD}_t\|_2 / \|y\|_2$ on the data", "curves": D, "title": "output distance"},
         ],
         styles=styles,
-        title=f"{cfg.name}: distance to the GD reference over time",
+        title=f"{cfg.name}: distance to the GD reference over time (t > 0)",
     )
     rd.savefig(fig, "distance")
     plots.close(fig)
@@ -544,7 +554,7 @@ def _draw_densities(cfg: Config, rd: RunDir, results: dict) -> None:
         extent,
         W,
         np.sign(alpha),
-        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; dashed: teacher neurons",
+        title=f"{cfg.name}: the grid measure (mass per unit area, by sign) and the particles; grey rays: teacher neurons (dashed: output weight > 0, dotted: < 0)",
     )
     rd.savefig(fig, "densities")
     plots.close(fig)

@@ -1,9 +1,9 @@
-"""Seed 001 §2: one initial network, trained by plain GD and by every parameterisation's flow.
+"""One initial network, trained by plain GD and by every parameterisation's flow.
 
 All parameterisations start from the same function (the exact maps of
 :mod:`wgflow.units`); they differ in the metric on Θ, hence in the flow. Plain
-gradient descent is written out here independently (``jax.grad`` of seed 001's
-loss on (W, α)). The run folder gets ``summary.json`` (per parameterisation: the
+gradient descent is written out here independently (``jax.grad`` of the
+weight-decayed square loss on (W, α)). The run folder gets ``summary.json`` (per parameterisation: the
 final objective and the distance of its outputs to plain GD's), ``metrics.csv``,
 ``results.npz`` and the figures ``objective`` and ``output_distance``.
 """
@@ -21,13 +21,14 @@ import numpy as np
 from pydantic import Field
 
 from wgflow import plots
-from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.config import RunName, Section, dump_toml
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, fingerprint, run_part
 from wgflow.experiments.sections import PLUGINS_HELP, DataSection, ParamName, PluginList, ScheduleSection
 from wgflow.flows.particle import explicit_gd
 from wgflow.flows.schedules import times as schedule_times
 from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.objective import make_objective
+from wgflow.resources import Need
 from wgflow.units import PlainNetwork
 
 KIND = "parameterisations"
@@ -37,7 +38,7 @@ class ModelSection(Section):
     parameterisations: list[ParamName] = Field(["lifted", "signed", "split", "sphere", "signed_square"], description="parameterisations compared with plain GD")
     width: int = Field(20, gt=0, description="width m of the initial plain network")
     lam: float = Field(1e-3, ge=0, description="weight decay λ")
-    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j (f − y)² ('sum', seed 001) or the mean")
+    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j (f − y)² ('sum') or the mean")
     init_scale: float = Field(0.5, gt=0, description="standard deviation of the initial plain weights W and α")
     init_seed: int = Field(1, description="PRNG seed of the initial network")
 
@@ -60,7 +61,7 @@ class Config(Section):
 
 
 def plain_loss(W, alpha, X, y, lam, reduction):
-    """Seed 001's loss, written out: Σ_j (Σ_i relu(w_i·x_j) α_i − y_j)² + λ Σ_i (|w_i|² + α_i²) (or the mean over j)."""
+    """The plain network's loss, written out: Σ_j (Σ_i relu(w_i·x_j) α_i − y_j)² + λ Σ_i (|w_i|² + α_i²) (or the mean over j)."""
     residual = jax.nn.relu(X @ W.T) @ alpha - y
     data = jnp.sum(residual**2) if reduction == "sum" else jnp.mean(residual**2)
     return data + lam * (jnp.sum(W**2) + jnp.sum(alpha**2))
@@ -91,6 +92,26 @@ def plain_gd(net: PlainNetwork, X, y, lam, reduction, etas: np.ndarray, save_ste
     return np.concatenate(objective), np.stack([np.asarray(o) for o in outputs])
 
 
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return figure_files("objective", "output_distance")
+
+
+def estimate(cfg: Config) -> list[Need]:
+    """Memory by item: the widest flow's particles (state, velocity, trial step, the loop's
+    copies: ≈ 12 arrays m × D) and unit outputs (≈ 4 arrays n × m), the saved outputs of plain
+    GD and one flow (× 3), the per-step arrays, and the data."""
+    n, m, K, S = cfg.data.n, cfg.model.width, cfg.train.num_steps, cfg.train.snapshots
+    d_in = cfg.data.d + int(cfg.data.bias)
+    return [
+        Need(f"{m} particles in R^{d_in + 2}", 12.0 * m * (d_in + 2) * 8, "model.width", "use a smaller model.width"),
+        Need(f"unit outputs ({n} data points × {m} particles)", 4.0 * min(n * m, 2**20) * 8, "data.n", "use fewer data points (data.n)"),
+        Need(f"{S} saved outputs of {n} data points", 3.0 * min(S, K + 1) * n * 8, "train.snapshots", "keep fewer states (train.snapshots)"),
+        Need(f"{K} steps", 8.0 * 8 * K, "train.num_steps", "use fewer train.num_steps"),
+        Need(f"the data ({n} × {d_in})", 4.0 * n * d_in * 8, "data.n", "use fewer data points (data.n)"),
+    ]
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     ds = cfg.data.make()
     etas = cfg.train.etas()
@@ -103,29 +124,49 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
         cfg.model.init_scale * jax.random.normal(k2, (cfg.model.width,)),
     )
     start = time.perf_counter()
+    fp = fingerprint(dump_toml(cfg))
     results = {"times": t, "save_times": t[save_steps]}
     with Progress(len(cfg.model.parameterisations) + 1, cfg.name, enabled=progress) as bar:
-        F_plain, out_plain = plain_gd(net, ds.X, ds.y, cfg.model.lam, cfg.model.reduction, etas, save_steps)
+
+        def plain():
+            F, outputs = plain_gd(net, ds.X, ds.y, cfg.model.lam, cfg.model.reduction, etas, save_steps)
+            return {"objective": np.asarray(F), "outputs": np.asarray(outputs)}
+
+        # each flow is a part of the run: checkpointed when done, read back by --resume
+        part = run_part(rd, "plain", plain, resume=resume, fingerprint=fp)
+        F_plain, out_plain = part["objective"], part["outputs"]
         results["plain/objective"], results["plain/outputs"] = F_plain, out_plain
         bar.update(1, "plain GD")
         rows = {}
         for i, param in enumerate(cfg.model.parameterisations):
-            obj = make_objective(ds.X, ds.y, param, "relu", "square", cfg.model.lam, cfg.model.reduction)
-            mu0 = obj.unit.from_plain(net)
-            # the same steps as plain GD's, rises recorded but not acted on: the flows are compared as they are
-            traj = explicit_gd(
-                obj, mu0, lambda k: etas[k], K, save=SaveAt(steps=save_steps.tolist(), fn=lambda t, mu, o: o.outputs(mu)), monitor=Monitor(policy="warn")
-            )
-            outs = np.asarray(traj.saved)
-            n_saved = len(outs)
-            dist = np.linalg.norm(outs - out_plain[:n_saved], axis=1) / np.maximum(np.linalg.norm(out_plain[:n_saved], axis=1), 1e-300)
-            results[f"{param}/objective"] = traj.objective
+
+            def flow(param=param):
+                obj = make_objective(ds.X, ds.y, param, "relu", "square", cfg.model.lam, cfg.model.reduction)
+                mu0 = obj.unit.from_plain(net)
+                # the same steps as plain GD's, rises recorded but not acted on: the flows are compared as they are
+                traj = explicit_gd(
+                    obj, mu0, lambda k: etas[k], K, save=SaveAt(steps=save_steps.tolist(), fn=lambda t, mu, o: o.outputs(mu)), monitor=Monitor(policy="warn")
+                )
+                outs = np.asarray(traj.saved)
+                n_saved = len(outs)
+                dist = np.linalg.norm(outs - out_plain[:n_saved], axis=1) / np.maximum(np.linalg.norm(out_plain[:n_saved], axis=1), 1e-300)
+                return {
+                    "objective": np.asarray(traj.objective),
+                    "distance": dist,
+                    "final_objective": traj.final_objective,
+                    "status": traj.status,
+                    "max_relative_rise": float(traj.loop.max_rise),
+                }
+
+            part = run_part(rd, param, flow, resume=resume, fingerprint=fp)
+            dist = part["distance"]
+            results[f"{param}/objective"] = part["objective"]
             results[f"{param}/distance"] = dist
             rows[param] = {
                 "parameterisation": param,
-                "final_objective": traj.final_objective,
-                "status": traj.status,
-                "max_relative_rise": float(traj.loop.max_rise),
+                "final_objective": part["final_objective"],
+                "status": part["status"],
+                "max_relative_rise": part["max_relative_rise"],
                 "initial_output_distance": float(dist[0]),
                 "final_output_distance": float(dist[-1]),
                 "max_output_distance": float(np.max(dist)),

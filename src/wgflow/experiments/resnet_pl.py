@@ -1,4 +1,4 @@
-"""Seed 003's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
+"""Barboni, Peyré & Vialard 2024's theorem on a ladder: does the conditional flow converge at the rate λ₀/N predicts?
 
 Each case (N inputs, initialisation, δ) runs :func:`run_resnet_pl_case`:
 near-identity targets y = x + δ g(x) (so L(μ₀) = δ²/2 with u = 0), a depth-S, width-M
@@ -27,14 +27,15 @@ from jax import Array
 from pydantic import Field, field_validator
 
 from wgflow import plots
-from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir
+from wgflow.experiments.config import RunName, Section, dump_toml
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, fingerprint, run_part
 from wgflow.experiments.sections import PLUGINS_HELP, ActivationName, PluginList
 from wgflow.flows.conditional import conditional_flow, fitted_loss_rate, path_length
 from wgflow.flows.schedules import Schedule
 from wgflow.flows.solve import Monitor, SaveAt
 from wgflow.metrics.resnet import PL_CONSTANT
 from wgflow.models.resnet import _positive_int, init_resnet, make_resnet_objective
+from wgflow.resources import Need
 
 KIND = "resnet_pl"
 INITS = ("gaussian", "heavy_tailed", "random_features")
@@ -44,7 +45,7 @@ class ModelSection(Section):
     d: int = Field(4, gt=0, description="dimension of inputs and states")
     depth: int = Field(8, gt=0, description="number of layers S")
     width: int = Field(128, gt=0, description="neurons per layer M")
-    activation: ActivationName = Field("cos", description="activation σ (seed 003: cos)")
+    activation: ActivationName = Field("cos", description="activation σ (Barboni, Peyré & Vialard 2024: cos)")
     rho: float = Field(1.0, gt=0, description="Gaussian init: precision ρ, density ∝ exp(−ρ|w|²)")
     beta: float = Field(1.0, gt=0, description="heavy-tailed init: (1 + |w|²)^−(d/2+β)")
 
@@ -255,6 +256,49 @@ def run_resnet_pl_case(
 # --------------------------------------------------------------------------- the experiment
 
 
+def outputs(cfg: Config) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv."""
+    return figure_files("loss", "pl_ratio", "lambda0_vs_N")
+
+
+def resnet_needs(N: int, d: int, S: int, M: int, steps: int, saves: int, item: int, *, dcot_exact: bool, fields: dict[str, str]) -> list[Need]:
+    """Memory of one conditional-flow run by item. ``fields``: the config field (and its fix)
+    behind ``N``, ``M``, ``S``, ``steps``, as ``{"N": ..., "M": ..., "S": ..., "steps": ...}``.
+
+    Parameters (u, w, b) of S × M neurons in R^(2d+1): the state, its gradient, the trial step
+    and the loop's copies (≈ 12 arrays); the forward and backward pass: states (S+1) × N × d
+    and pre-activations S × N × M (≈ 4 copies); λ₀: S kernels N × N and their eigenvalues
+    (≈ 3); each save keeps the parameters (× 2); the exact D_COT solves an M × M transport
+    per layer in float64 (cost, plan and POT's copies: ≈ 4); per-step records (≈ 8 per step).
+    """
+    P = S * M * (2 * d + 1)
+    size = {"N": N, "M": M, "S": S}
+    fixes = {"N": f"use fewer inputs ({fields['N']})", "M": f"use a smaller {fields['M']}", "S": f"use fewer layers ({fields['S']})"}
+
+    def need(item: str, nbytes: float, *factors: str) -> Need:  # named after its largest factor
+        big = max(factors, key=lambda f: size[f])
+        return Need(item, nbytes, fields[big], fixes[big])
+
+    needs = [
+        need(f"parameters of {S} layers × {M} neurons", 12.0 * P * item, "M", "S"),
+        need(f"forward and backward passes of {N} inputs", 4.0 * S * N * (M + d) * item, "N", "M", "S"),
+        need(f"λ₀ kernels ({S} × {N} × {N})", 3.0 * S * N * N * item, "N", "S"),
+        need(f"{saves} saved states", 2.0 * saves * P * item, "M", "S"),
+        Need(f"{steps} steps", 8.0 * 8 * steps, fields["steps"], f"use fewer {fields['steps']}"),
+    ]
+    if dcot_exact:
+        needs.append(Need(f"exact D_COT ({M} × {M} transport per layer)", 4.0 * 8 * M * M, fields["M"], f"use a smaller {fields['M']}"))
+    return needs
+
+
+def estimate(cfg: Config) -> list[Need]:
+    """Memory of the largest case (cases run one after another): :func:`resnet_needs`."""
+    item = 8 if cfg.train.dtype == "float64" else 4
+    N = max(N for N, _, _ in cfg.ladder.cases())
+    fields = {"N": "ladder.N", "M": "model.width", "S": "model.depth", "steps": "train.steps"}
+    return resnet_needs(N, cfg.model.d, cfg.model.depth, cfg.model.width, cfg.train.steps, 10, item, dcot_exact=True, fields=fields)
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     import jax.numpy as jnp
 
@@ -263,22 +307,30 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     start = time.perf_counter()
     table, results = [], {}
     with Progress(len(cases), cfg.name, enabled=progress) as bar:
+        fp = fingerprint(dump_toml(cfg))
         for i, (N, init, delta) in enumerate(cases):
-            out = run_resnet_pl_case(
-                jax.random.PRNGKey(cfg.train.seed),
-                N,
-                cfg.model.d,
-                cfg.model.depth,
-                cfg.model.width,
-                init,
-                delta,
-                cfg.train.steps,
-                cfg.train.step_size,
-                activation=cfg.model.activation,
-                rho=cfg.model.rho,
-                beta=cfg.model.beta,
-                dtype=dtype,
-                monitor=Monitor(policy=cfg.train.monitor, rtol=cfg.train.rise_rtol),
+            # each case is a part of the run: checkpointed when done, read back by --resume
+            out = run_part(
+                rd,
+                f"case{i}",
+                lambda N=N, init=init, delta=delta: run_resnet_pl_case(
+                    jax.random.PRNGKey(cfg.train.seed),
+                    N,
+                    cfg.model.d,
+                    cfg.model.depth,
+                    cfg.model.width,
+                    init,
+                    delta,
+                    cfg.train.steps,
+                    cfg.train.step_size,
+                    activation=cfg.model.activation,
+                    rho=cfg.model.rho,
+                    beta=cfg.model.beta,
+                    dtype=dtype,
+                    monitor=Monitor(policy=cfg.train.monitor, rtol=cfg.train.rise_rtol),
+                ),
+                resume=resume,
+                fingerprint=fp,
             )
             row = {"case": _label((N, init, delta)), "N": N, "init": init, "delta": delta}
             row.update({k: out[k] for k in SCALARS})

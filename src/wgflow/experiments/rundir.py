@@ -13,12 +13,13 @@ while that process lives; the lock of a process that is gone (on this host) is t
 **Atomic files.** Every file is written to a temporary name in the same folder and renamed
 into place (``os.replace`` is atomic on POSIX), so an interrupted run never leaves a
 half-written file. Checkpoints are ``.npz`` files of the flattened state and the records so
-far; a resumed run continues from the last one with the same segments, hence the same
-floating-point operations, as an uninterrupted run.
+far; a resumed run continues from the last one with the same floating-point operations as an
+uninterrupted run (the solve loop's state continues bit-identically from any step).
 
-**Signals.** Under :func:`stop_on_signals`, SIGINT or SIGTERM stops a run after the
-checkpoint of the segment in progress (at once outside a segment, or on a second signal)
-with :class:`RunInterrupted`.
+**Signals.** Under :func:`stop_on_signals`, SIGINT or SIGTERM stops a run at the next
+checkpoint it can take: the block of steps in progress (:func:`interrupt_requested` as the solve
+loop's pause hook), or the part in progress (:func:`run_part`); at once outside them, or on a
+second signal, with :class:`RunInterrupted`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import threading
 import tomllib
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -52,6 +53,15 @@ MANIFEST = "wgflow-run.json"
 RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 #: names wgflow writes in every run folder: never written beside a foreign file of the same name
 RESERVED = ("config.toml", "summary.json", "metrics.csv", "results.npz", "checkpoints", MANIFEST)
+
+
+#: the formats :meth:`RunDir.savefig` writes
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def figure_files(*stems: str) -> list[str]:
+    """The files :meth:`RunDir.savefig` writes for these figures."""
+    return [f"{stem}.{ext}" for stem in stems for ext in FIGURE_FORMATS]
 
 
 class SimulatedInterrupt(RuntimeError):
@@ -271,11 +281,24 @@ class Plan:
     checkpoints: tuple[tuple[str, int], ...] = ()  # (file, step) to resume from
 
 
-def plan_run(path: str | Path, config_hash: str, config_text: str, *, resume: bool = False, overwrite: bool = False, force: bool = False) -> Plan:
+def plan_run(
+    path: str | Path,
+    config_hash: str,
+    config_text: str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    force: bool = False,
+    outputs: Sequence[str] = (),
+    checkpoint_hash: str | None = None,
+) -> Plan:
     """Check that a run may write into ``path``; raise :class:`InputError` (changing nothing) if not.
 
+    ``checkpoint_hash``: what the checkpoints must carry (the kind's ``checkpoint_fingerprint``:
+    the config and, for a user's data file, its bytes); default ``config_hash``.
     A missing or empty folder is fine. A folder without a manifest is refused unless ``force``
-    (and then still if it holds a file of a name wgflow writes). A folder with a manifest is
+    (and then still if it holds a file of a name wgflow writes: the run folder's own files, or
+    one of ``outputs``, the figures and other files this run will write). A folder with a manifest is
     refused while its lock is live; without ``resume`` it is replaced only with ``overwrite``;
     with ``resume`` its config must be this one and its checkpoints must be readable.
     """
@@ -303,7 +326,7 @@ def plan_run(path: str | Path, config_hash: str, config_text: str, *, resume: bo
                 "give a new or empty --out folder, or pass --force to write beside these files (wgflow never deletes or overwrites them)",
             )
         # a foreign checkpoints/ folder may stay: each file wgflow writes in it is checked by name
-        clash = sorted(set(entries) & set(RESERVED))
+        clash = sorted(set(entries) & (set(RESERVED) | set(outputs)))
         if clash:
             raise InputError(
                 "--out",
@@ -325,6 +348,21 @@ def plan_run(path: str | Path, config_hash: str, config_text: str, *, resume: bo
             )
         notices.append(f"taking over the lock of {who}: that run is no longer running")
     listed = [f for f in manifest["files"] if (path / f).exists()]
+    changed = changed_files(path, manifest, listed)
+    if changed:
+        shown = ", ".join(changed[:6]) + (f", … ({len(changed)} files)" if len(changed) > 6 else "")
+        raise InputError(
+            "--out",
+            f"{path} holds {shown}, changed since wgflow wrote them: a run there would delete or overwrite them",
+            "move them away (or copy them elsewhere), or give another --out folder",
+        )
+    foreign = sorted(set(outputs) & set(_visible_entries(path)) - set(manifest["files"]))
+    if foreign:  # files put beside a run made with --force: a run writes none of them
+        raise InputError(
+            "--out",
+            f"{path} holds {', '.join(foreign)}, not written by wgflow; this run would write files of these names",
+            "move them away, or give another --out folder",
+        )
     if not resume:
         if listed and not overwrite:
             state = manifest["state"] if holder is None else INTERRUPTED
@@ -358,15 +396,15 @@ def plan_run(path: str | Path, config_hash: str, config_text: str, *, resume: bo
     for f in listed:
         if f.startswith("checkpoints/") and f.endswith(".npz"):
             fp, step = checkpoint_header(path / f)
-            if fp != config_hash:
+            if fp != (checkpoint_hash or config_hash):
                 raise InputError(
                     "--resume",
-                    f"the checkpoint {path / f} was made with a different config",
+                    f"the checkpoint {path / f} was made with a different config" + (" or data file" if checkpoint_hash else ""),
                     "delete it (that part restarts from step 0), or start over with --overwrite",
                 )
             checkpoints.append((f, step))
     if checkpoints:
-        notices.append(f"resuming {path}: " + ", ".join(f"{Path(f).stem} from step {s}" for f, s in checkpoints))
+        notices.append(f"resuming {path}: " + ", ".join(f"{Path(f).stem} " + ("done" if s == PART_DONE else f"from step {s}") for f, s in checkpoints))
     else:
         notices.append(f"resuming {path}: no checkpoint was written yet, so the run starts from step 0")
     return Plan(path, manifest, False, tuple(notices), tuple(checkpoints))
@@ -400,22 +438,28 @@ class RunDir:
         self.manifest["updated"] = _now()
         atomic_write_bytes(self.path / MANIFEST, (json.dumps(self.manifest, indent=2) + "\n").encode())
 
-    def _claim(self, rel: str) -> Path:
-        """List ``rel`` in the manifest before it is written; a foreign file of that name is refused."""
+    def _claim(self, rel: str, digest: str | None = None) -> Path:
+        """List ``rel`` in the manifest (with the digest of what is about to be written) before it
+        is written. A foreign file of that name is refused, as is a listed file that changed
+        since wgflow wrote it (someone put their own file there)."""
         if self.manifest is not None and not writes_files():  # process 0 of the job claims and writes
             return self.path / rel
         if self.manifest is None:
             raise RuntimeError(f"{self.path} was opened read-only (RunDir(path)); open it with open_run or open_finished to write")
         target = self.path / rel
+        fix = f"move it away; the results are in {self.path}/results.npz and `wgflow report {self.path}` writes the figures again"
         if rel not in self.manifest["files"]:
             if target.exists() or target.is_symlink():
-                raise InputError(
-                    str(target),
-                    "exists and was not written by wgflow, so it is left as it is",
-                    f"move it away; the results are in {self.path}/results.npz and `wgflow report {self.path}` writes the figures again",
-                )
+                raise InputError(str(target), "exists and was not written by wgflow, so it is left as it is", fix)
             self.manifest["files"].append(rel)
-            self._save_manifest()
+        elif rel in changed_files(self.path, self.manifest, [rel]):
+            raise InputError(str(target), "changed since wgflow wrote it, so it is left as it is", fix)
+        if digest is not None:
+            # write-ahead: the new digest beside the last one, so that a kill between the manifest
+            # and the file leaves a file the manifest still recognises
+            digests = self.manifest.setdefault("digests", {})
+            digests[rel] = [digest] + [d for d in digests.get(rel, [])[:1] if d != digest]
+        self._save_manifest()
         return target
 
     def set_state(self, state: str, message: str | None = None) -> None:
@@ -429,7 +473,7 @@ class RunDir:
 
     # -- files
     def write_bytes(self, name: str, data: bytes) -> Path:
-        target = self._claim(name)
+        target = self._claim(name, hashlib.sha256(data).hexdigest())
         atomic_write_bytes(target, data)
         return target
 
@@ -457,7 +501,7 @@ class RunDir:
     def savefig(self, fig, stem: str) -> list[Path]:
         """PNG and PDF of a matplotlib figure, each written atomically."""
         out = []
-        for ext in ("png", "pdf"):
+        for ext in FIGURE_FORMATS:
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=130, bbox_inches="tight")
             out.append(self.write_bytes(f"{stem}.{ext}", buf.getvalue()))
@@ -503,6 +547,27 @@ class RunDir:
         return jax.tree_util.tree_unflatten(treedef, leaves), records, step
 
 
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of a file's bytes (None if it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def changed_files(path: Path, manifest: dict, files: Sequence[str] | None = None) -> list[str]:
+    """The files of ``manifest`` (or of ``files``) present in ``path`` whose bytes are none that
+    wgflow wrote there: replaced by someone since. Checkpoints are not judged here (a damaged
+    one is named, with its fix, when a resume reads it), nor is anything of a manifest without
+    digests (an older wgflow's: its names are all it has)."""
+    digests = manifest.get("digests")
+    if not digests:
+        return []
+    names = manifest["files"] if files is None else files
+    return [f for f in names if f in digests and not f.startswith("checkpoints/") and (path / f).is_file() and file_digest(path / f) not in digests[f]]
+
+
 def _remove_listed(path: Path, files: list[str]) -> None:
     """Delete the files a manifest lists (and the folders wgflow made, once empty)."""
     for rel in files:
@@ -521,7 +586,19 @@ def _remove_temporaries(path: Path, files: list[str]) -> None:
                 tmp.unlink()
 
 
-def open_run(plan: Plan, config_hash: str, config_text: str, *, experiment: str, kind: str, resume: bool, overwrite: bool, force: bool) -> RunDir:
+def open_run(
+    plan: Plan,
+    config_hash: str,
+    config_text: str,
+    *,
+    experiment: str,
+    kind: str,
+    resume: bool,
+    overwrite: bool,
+    force: bool,
+    outputs: Sequence[str] = (),
+    checkpoint_hash: str | None = None,
+) -> RunDir:
     """Take the folder of ``plan``: the manifest first (state running, this PID as the lock), then,
     for ``--overwrite``, the previous run's files are deleted. Checked again under a folder lock,
     so that of two runs started at once one is refused."""
@@ -535,7 +612,7 @@ def open_run(plan: Plan, config_hash: str, config_text: str, *, experiment: str,
     except OSError as exc:
         raise InputError("--out", f"cannot create the folder {path} ({exc.strerror or exc})", "give a folder you can write in") from None
     with _folder_lock(path):
-        plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force)
+        plan = plan_run(path, config_hash, config_text, resume=resume, overwrite=overwrite, force=force, outputs=outputs, checkpoint_hash=checkpoint_hash)
         previous = plan.previous
         kept = [] if (previous is None or plan.replace) else [f for f in previous["files"] if (path / f).exists()]
         manifest = {
@@ -581,6 +658,10 @@ def open_finished(path: str | Path) -> RunDir:
     for name in ("config.toml", "summary.json", "results.npz"):
         if not (path / name).is_file():
             raise InputError(str(path / name), "is missing from this finished run", f"run the experiment again into {path} with --overwrite")
+    # what report writes (the figures); a damaged results file is named by the read that fails
+    changed = changed_files(path, manifest, [f for f in manifest["files"] if f not in RESERVED])
+    if changed:
+        raise InputError("DIR", f"{path} holds {', '.join(changed[:6])}, changed since wgflow wrote them", "move them away (report writes the figures again)")
     return RunDir(path, manifest)
 
 
@@ -608,8 +689,9 @@ _signals: dict[str, Any] = {"installed": False, "pending": None, "segment": None
 
 @contextlib.contextmanager
 def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM stop the run with :class:`RunInterrupted`: after the checkpoint of the
-    segment in progress (:func:`run_segments`), at once outside a segment or on a second signal.
+    """SIGINT and SIGTERM stop the run with :class:`RunInterrupted`: after the next checkpoint (of
+    the block of steps in progress in :func:`run_segments`, of the part in :func:`run_part`), at
+    once outside them or on a second signal.
     A no-op outside the main thread (signal handlers live there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -618,12 +700,19 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
     def handler(signum, frame):
         segment = _signals["segment"]
         if _signals["pending"] is not None or segment is None:
-            raise RunInterrupted(signum, "stopped at once" if segment is None else f"stopped at once during {segment[0]}; it resumes from step {segment[1]}")
+            if segment is None:
+                raise RunInterrupted(signum, "stopped at once")
+            where = "runs again" if segment[2] is None else f"resumes from step {segment[1]}"
+            raise RunInterrupted(signum, f"stopped at once during {segment[0]}; it {where}")
         _signals["pending"] = signum
         key, k0, k1 = segment
-        echo(
-            f"{signal.Signals(signum).name}: stopping after the checkpoint at step {k1} of {key} (signal again to stop at once: it then resumes from step {k0})"
-        )
+        name = signal.Signals(signum).name
+        if k1 is None:  # a part (run_part): it checkpoints when done
+            echo(f"{name}: stopping once {key} is done and checkpointed (signal again to stop at once: {key} then runs again)")
+        else:
+            echo(
+                f"{name}: stopping {key} at the end of the block of steps in progress and checkpointing there (signal again to stop at once: it then resumes from step {k0})"
+            )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     _signals.update(installed=True, pending=None, segment=None)
@@ -633,6 +722,13 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
         for s, h in old.items():
             signal.signal(s, h)
         _signals.update(installed=False, pending=None, segment=None)
+
+
+def interrupt_requested() -> bool:
+    """Whether a signal asked the run to stop (under :func:`stop_on_signals`): a segment's
+    ``advance`` passes this as the solve loop's ``pause`` hook, so that the run checkpoints
+    at the block it reached instead of at the end of the segment."""
+    return _signals["pending"] is not None
 
 
 def run_segments(
@@ -654,7 +750,9 @@ def run_segments(
     successive segments are concatenated (along ``concat_axis[name]``, default 0)
     and checkpointed with the state after each segment. With ``resume`` the run
     restarts from the last checkpoint. A signal under :func:`stop_on_signals` stops the
-    run after the segment's checkpoint.
+    run after a checkpoint: an ``advance`` that polls :func:`interrupt_requested` may end
+    early and return ``(state, records, k)`` with the step ``k < k1`` it reached (its state
+    must continue bit-identically from there); the checkpoint is then taken at ``k``.
     """
     concat_axis = concat_axis or {}
     records: dict[str, np.ndarray] = {}
@@ -669,11 +767,15 @@ def run_segments(
         while k < total_steps:
             k1 = min(k + segment, total_steps)
             _signals["segment"] = (key, k, k1)
-            state, rec = advance(state, k, k1)
+            out = advance(state, k, k1)
+            state, rec = out[0], out[1]
+            reached = int(out[2]) if len(out) > 2 else k1
+            if not k < reached <= k1:
+                raise RuntimeError(f"advance of {key} reached step {reached}, outside ({k}, {k1}]")
             for name, arr in rec.items():
                 ax = concat_axis.get(name, 0)
                 records[name] = arr if name not in records else np.concatenate([records[name], arr], axis=ax)
-            k = k1
+            k = reached
             run_dir.save_checkpoint(key, state, records, k, fingerprint)
             pending = _signals["pending"]
             if pending is not None:
@@ -688,31 +790,118 @@ def run_segments(
     return state, records
 
 
+#: the step a part's checkpoint records (:func:`run_part`): the part is done
+PART_DONE = -1
+
+
+def _pack_part(out: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A part's result as checkpoint records: numeric arrays as they are, everything else
+    (numbers, strings, lists, None) as one JSON text, so that both read back exactly."""
+    arrays = {k: np.asarray(v) for k, v in out.items() if isinstance(v, (np.ndarray, jax.Array)) and np.asarray(v).dtype.kind in "biufc"}
+    rest = {k: v for k, v in out.items() if k not in arrays}
+    arrays["__json__"] = np.asarray(json.dumps(to_jsonable(rest)))
+    return arrays
+
+
+def _unpack_part(records: dict[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in records.items() if k != "__json__"}
+    out.update(json.loads(str(records["__json__"])) if "__json__" in records else {})
+    return out
+
+
+def run_part(run_dir: RunDir, key: str, compute: Callable[[], dict[str, Any]], *, resume: bool, fingerprint: str) -> dict[str, Any]:
+    """A part of a run with no steps to checkpoint in between (a ladder rung, a ResNet case, one
+    flow of a comparison): ``compute()`` once, its result (a flat dict of arrays, numbers,
+    strings, lists) checkpointed under ``key``; with ``resume`` a part already done is read back
+    instead of computed again. Fresh or read back, the result is the checkpoint's (the same
+    types either way). A signal under :func:`stop_on_signals` stops the run after the part's
+    checkpoint (a second signal at once: the part then runs again)."""
+    if resume:
+        loaded = run_dir.load_checkpoint(key, (), fingerprint)
+        if loaded is not None:
+            return _unpack_part(loaded[1])
+    _signals["segment"] = (key, 0, None)
+    try:
+        records = _pack_part(compute())
+        run_dir.save_checkpoint(key, (), records, PART_DONE, fingerprint)
+    finally:
+        _signals["segment"] = None
+    pending = _signals["pending"]
+    if pending is not None:
+        raise RunInterrupted(pending, f"stopped after the checkpoint of {key}")
+    return _unpack_part(records)
+
+
 class Progress:
-    """A progress bar with time left and the current objective on a terminal; silent otherwise."""
+    """A progress line on a terminal, silent otherwise: the experiment and the group running, the
+    steps done, the time left and a status (e.g. the current objective).
+
+    The time left is the remaining steps at the average speed since the first update, not at
+    the speed of the last seconds (rich's default): groups of different cost and compilation
+    pauses move it smoothly instead of making it jump. A resumed run's first update is where
+    it started, so the steps done before it do not count as fast ones."""
 
     def __init__(self, total: int, description: str, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.total = total
+        self.description = description
+        self._origin: tuple[float, int] | None = None  # (clock, steps done) at the first update
         self._bar = None
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn
             from rich.progress import Progress as RichProgress
+            from rich.text import Text
+
+            owner = self
+
+            class TimeLeft(ProgressColumn):
+                max_refresh = 1.0  # redrawn at most once a second
+
+                def render(self, task) -> Text:
+                    left = owner.time_left(int(task.completed))
+                    return Text("-:--:--" if left is None else Progress.clock(left), style="progress.remaining")
 
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TimeRemainingColumn(),
+                TimeLeft(),
                 TextColumn("{task.fields[status]}"),
                 transient=False,
             )
             self._task = self._bar.add_task(description, total=total, status="")
             self._bar.start()
 
-    def update(self, completed: int, status: str = "") -> None:
+    def time_left(self, completed: int, now: float | None = None) -> float | None:
+        """Seconds left at the average speed since the first update (None before any speed is known)."""
+        import time
+
+        if self._origin is None:
+            return None
+        t0, c0 = self._origin
+        now = time.monotonic() if now is None else now
+        done = completed - c0
+        if done <= 0 or now <= t0:
+            return None
+        return max(0, self.total - completed) * (now - t0) / done
+
+    @staticmethod
+    def clock(seconds: float) -> str:
+        """``h:mm:ss``."""
+        minutes, secs = divmod(int(round(seconds)), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+    def update(self, completed: int, status: str = "", *, group: str | None = None, now: float | None = None) -> None:
+        """``completed`` steps of ``total`` done; ``status`` after the bar; ``group``: what runs now
+        (e.g. ``lifted m=4,5``), shown after the experiment's name. ``now``: the clock (tests)."""
+        import time
+
+        if self._origin is None:
+            self._origin = (time.monotonic() if now is None else now, completed)
         if self._bar is not None:
-            self._bar.update(self._task, completed=completed, status=status)
+            description = self.description if group is None else f"{self.description} · {group}"
+            self._bar.update(self._task, completed=completed, status=status, description=description)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -27,6 +27,7 @@ def registered(kind: str) -> AfterValidator:
             raise ValueError(f"unknown {kind} {name!r}: the registered ones are {sorted(table)} (register_{kind}(...) adds one)")
         return name
 
+    check.registry = (kind, table)  # type: ignore[attr-defined]  # read by config.allowed (wgflow config --describe)
     return AfterValidator(check)
 
 
@@ -53,6 +54,27 @@ class DataSection(Section):
     teacher_scale: float = Field(1.0, gt=0, description="norm of each teacher neuron's input weights")
     noise: float = Field(0.0, ge=0, description="standard deviation of Gaussian label noise")
     seed: int = Field(0, description="PRNG seed of the data")
+    teacher_angles: list[float] | None = Field(
+        None,
+        description="directions of the teacher neurons in degrees, one per neuron (d = 2 without a bias); none or []: drawn uniformly on the sphere",
+    )
+
+    @field_validator("teacher_angles")
+    @classmethod
+    def _angles(cls, v, info):
+        if not v:
+            return None  # [] (e.g. --set data.teacher_angles=[]): the directions are drawn
+        width = info.data.get("teacher_width")
+        if width is not None and len(v) != width:
+            raise ValueError(
+                f"gives {len(v)} angles for teacher_width = {width}: give one angle per teacher neuron (and set data.teacher_width to their number)"
+            )
+        if info.data.get("d") != 2 or info.data.get("bias"):
+            raise ValueError(
+                "places the teacher neurons in the plane, so it needs data.d = 2 and data.bias = false: "
+                "set those, or --set data.teacher_angles=[] to draw the directions at random"
+            )
+        return v
 
     def make(self, dtype=None) -> Dataset:
         return teacher_student(
@@ -66,6 +88,7 @@ class DataSection(Section):
             teacher_signs=self.teacher_signs,
             teacher_scale=self.teacher_scale,
             noise=self.noise,
+            teacher_angles=self.teacher_angles,
             dtype=dtype,
         )
 

@@ -15,9 +15,9 @@ explicit particle gradient descent in mean-field time, checkpointed every
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import time
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -28,7 +28,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section, dump_toml
-from wgflow.experiments.rundir import Progress, RunDir, fingerprint, run_segments
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, file_digest, fingerprint, interrupt_requested, run_segments
 from wgflow.experiments.sections import (
     PLUGINS_HELP,
     ActivationName,
@@ -159,9 +159,24 @@ def _group_key(param: str, m: int) -> str:
 
 
 def snapshot_steps(num_steps: int, count: int) -> np.ndarray:
-    """About ``count`` saved steps, log-spaced in 1..K with 0: the early descent and the late
-    convergence are both in the paths figure and the animation."""
-    return np.unique(np.concatenate([[0], np.geomspace(1, num_steps, max(count - 1, 1)).round().astype(int)]))
+    """``count`` distinct saved steps (fewer only when ``num_steps + 1 < count``): step 0, then
+    log-spaced integers up to ``num_steps``, so that the early descent and the late convergence
+    are both in the paths figure and the animation (consecutive ratios constant where the
+    integers allow it; the first few steps are 1, 2, 3, … when ``count`` is large against log K)."""
+    count = min(count, num_steps + 1)
+    if count <= 2:
+        return np.asarray([0, num_steps])
+    # take more log-spaced points until rounding leaves ``count - 1`` distinct positive steps
+    points = count - 1
+    while True:
+        steps = np.unique(np.geomspace(1, num_steps, points).round().astype(int))
+        if len(steps) >= count - 1 or points > 64 * count:
+            break
+        points += 1
+    extra = len(steps) - (count - 1)
+    if extra > 0:  # the first steps are consecutive integers 1, 2, 3, …: drop from those (step 1 stays)
+        steps = np.delete(steps, np.arange(1, 1 + extra))
+    return np.concatenate([[0], steps])
 
 
 # --------------------------------------------------------------------------- resources
@@ -220,6 +235,12 @@ def work(cfg: Config) -> float:
 # --------------------------------------------------------------------------- run
 
 
+def outputs(cfg) -> list[str]:
+    """The files a run writes beside results.npz, summary.json and metrics.csv (checked up front
+    against what a folder already holds)."""
+    return figure_files("paths", "objective", "final_vs_width") + (["particles.gif"] if cfg.output.animation else [])
+
+
 def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None = None) -> dict:
     ds = cfg.data.make(jnp.float64 if cfg.model.dtype == "float64" else jnp.float32)
     results, optima, seconds, messages = train(cfg, rd, ds, resume=resume, progress=progress)
@@ -229,6 +250,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     rd.write_text("metrics.csv", metrics_csv(cfg, results))
     draw(cfg, rd, results, summary)
     return summary
+
+
+def checkpoint_fingerprint(cfg) -> str:
+    """What a checkpoint of ``cfg`` must match to be resumed: the resolved config and, for a
+    user's data file (``data.path``), its bytes (a resumed run must see the same numbers, not
+    only the same path)."""
+    fp = fingerprint(dump_toml(cfg))
+    path = getattr(getattr(cfg, "data", None), "path", None)
+    if path:
+        fp = fingerprint(fp + (file_digest(Path(path)) or "unreadable"))
+    return fp
 
 
 def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = None) -> tuple[dict, dict, float, dict]:
@@ -245,9 +277,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
     t = schedule_times(etas)
     rec = recorded_steps(K, cfg.output.metrics_points)
     snaps = snapshot_steps(K, cfg.output.snapshots)
-    fp = fingerprint(dump_toml(cfg))
-    if getattr(ds, "source", None):  # a user's file: a resumed run must see the same numbers, not only the same path
-        fp = fingerprint(fp + hashlib.sha256(np.ascontiguousarray(ds.X).tobytes() + np.ascontiguousarray(ds.y).tobytes()).hexdigest())
+    fp = checkpoint_fingerprint(cfg)
     monitor = cfg.train.make_monitor()
     groups = [(p, ws) for p in cfg.model.parameterisations for ws in width_groups(cfg, ds.n)]
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
@@ -265,22 +295,26 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
             said: dict[int, str] = {}  # each run's message from the segment that saw its failure
 
             def advance(state, k0, k1, objective=objective, gi=gi, said=said):
-                local_rec = rec[(rec >= k0) & (rec < k1)]
-                local_snap = snaps[(snaps > k0) & (snaps <= k1)]
+                segment_snaps = snaps[(snaps > k0) & (snaps <= k1)]
 
                 def cb(k, _t, F):
-                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}")
+                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}", group=f"{param} m={','.join(map(str, widths))}")
 
                 sol = explicit_gd_sweep(
                     objective,
                     state["loop"],
                     lambda k: etas[k0 + k],
                     k1 - k0,
-                    save=SaveAt(steps=(local_snap - k0).tolist()),
+                    save=SaveAt(steps=(segment_snaps - k0).tolist()),
                     monitor=monitor,
                     block_size=1000,
                     callback=cb,
+                    pause=interrupt_requested,
                 )
+                # a signal ends the segment at the block it reached (paused: every run's code unchanged)
+                k_end = k0 + int(np.max(sol.stop_step)) if sol.paused else k1
+                local_rec = rec[(rec >= k0) & (rec < k_end)]
+                local_snap = segment_snaps[segment_snaps <= k_end]
                 for r, (code, message) in enumerate(zip(sol.codes, sol.message)):
                     if code != 0 and r not in said:
                         said[r] = message
@@ -292,7 +326,7 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
                     "speed": sol.stats["speed"][:, local_rec - k0],
                     "snap_positions": np.asarray(sol.saved.positions)[:, at].swapaxes(0, 1) if len(at) else np.zeros((0, *mus.positions.shape)),
                 }
-                return {"loop": sol.loop}, out
+                return {"loop": sol.loop}, out, k_end
 
             state, records = run_segments(
                 rd,
@@ -484,9 +518,7 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
             note = "" if status == "successful" else f" ({status})"
             panel = {"paths": coords, "signs": signs, "title": f"{param}, m = {m}: F(μ_T) = {F_end:.3g}{note}"}
             panels.append(panel)
-            animated = "lifted" if "lifted" in cfg.model.parameterisations else cfg.model.parameterisations[0]
-            if param == animated:
-                gif_panels.append({**panel, "title": f"{param}, m = {m}"})
+            gif_panels.append({**panel, "title": f"{param}, m = {m}"})
     xl, yl = r"$u_1 = |c(\theta)|\,v_1(\theta)$", r"$u_2 = |c(\theta)|\,v_2(\theta)$"
     fig = plots.particle_paths(
         panels,
@@ -509,7 +541,9 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
             curves[f"m = {m}"] = (results["times"], np.maximum(vals - fstar, 1e-12 * fstar) if fstar else vals)
         bands.append({"curves": curves, "title": param})
     ylabel = r"excess $F(\mu_t) - F^*$" if any(optima.get(p) for p in cfg.model.parameterisations) else r"objective $F(\mu_t)$"
-    fig = plots.objective_bands(bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median and min–max over {len(cfg.sweep.seeds)} seeds")
+    fig = plots.objective_bands(
+        bands, ylabel=ylabel, logx=True, title=f"{cfg.name}: median (line) and interquartile range (band) over {len(cfg.sweep.seeds)} seeds"
+    )
     rd.savefig(fig, "objective")
     plots.close(fig)
 
@@ -535,7 +569,16 @@ def draw_runs(cfg, rd: RunDir, results: dict, summary: dict, teacher, input_dim:
     plots.close(fig)
 
     if cfg.output.animation and gif_panels:
-        data = plots.particles_gif(gif_panels, results["snapshot_times"], teacher_dirs if in_plane else None, teacher_signs, xlabel=xl, ylabel=yl)
+        data = plots.particles_gif(
+            gif_panels,
+            results["snapshot_times"],
+            teacher_dirs if in_plane else None,
+            teacher_signs,
+            xlabel=xl + coord,
+            ylabel=yl,
+            ncols=len(cfg.sweep.widths) if len(cfg.sweep.widths) <= 5 else None,
+            title=f"{cfg.name} (seed {cfg.sweep.seeds[seed0]})",
+        )
         rd.write_bytes("particles.gif", data)
 
 

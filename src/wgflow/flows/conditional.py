@@ -1,4 +1,4 @@
-"""The conditional Wasserstein gradient flow of a deep mean-field ResNet (DESIGN §2 "Conditional flow").
+"""The conditional Wasserstein gradient flow of a deep mean-field ResNet (Barboni, Peyré & Vialard 2024).
 
 Barboni, Peyré & Vialard's flow of the model of :mod:`wgflow.models.resnet` (its adjoint
 gradient ∇L[μ] and conventions there), with the diagnostics of :mod:`wgflow.metrics.resnet`
@@ -24,7 +24,7 @@ from jax import Array
 
 from wgflow.errors import InputError, require
 from wgflow.flows.schedules import Schedule
-from wgflow.flows.solve import RESULTS, AbstractFlow, Monitor, SaveAt, Solution, StepInfo, solve
+from wgflow.flows.solve import RESULTS, AbstractFlow, LoopState, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.metrics.resnet import DCOT_MODES, RateFit, _lambda_stats, dcot, fitted_rate, layer_kernels
 from wgflow.models.resnet import (
     ResNetObjective,
@@ -112,7 +112,7 @@ def path_length(solution: Solution) -> np.ndarray:
 
 def conditional_flow(
     objective: ResNetObjective,
-    params0: ResNetParams,
+    params0: ResNetParams | LoopState,
     step_size: Schedule,
     num_steps: int,
     *,
@@ -123,8 +123,11 @@ def conditional_flow(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    pause: Callable[[], bool] | None = None,
 ) -> Solution:
-    """The explicit conditional Wasserstein gradient flow of the risk from ``params0``.
+    """The explicit conditional Wasserstein gradient flow of the risk from ``params0`` (or from
+    the ``loop`` of an earlier solution, to continue it bit-identically; give ``save`` an
+    ``fn`` then, since the default diagnostics measure D_COT to the start of *this* call).
 
     ``step_size``: a float or a schedule ``k ↦ η_k`` (:mod:`wgflow.flows.schedules`), in flow
     time. ``save``: which states to keep (start and end always); without an ``fn`` of its
@@ -137,16 +140,20 @@ def conditional_flow(
     """
     if not isinstance(objective, ResNetObjective):
         raise InputError("objective", f"must be a ResNetObjective, got {type(objective).__name__}", "build it with make_resnet_objective(X, Y)")
-    _check_params(params0, d=objective.d, field="params0")
     require(dcot_mode in DCOT_MODES, "dcot_mode", f"unknown mode {dcot_mode!r}", f"use one of {list(DCOT_MODES)}")
-    params0 = params0.astype(objective.X.dtype)
     save = save or SaveAt()
+    if isinstance(params0, LoopState):
+        start: ResNetParams | LoopState = params0
+        first = params0.state
+    else:
+        _check_params(params0, d=objective.d, field="params0")
+        start = first = params0.astype(objective.X.dtype)
     if save.fn is None:
-        save = SaveAt(times=save.times, steps=save.steps, every=save.every, log=save.log, fn=resnet_diagnostics(params0, dcot_mode))
+        save = SaveAt(times=save.times, steps=save.steps, every=save.every, log=save.log, fn=resnet_diagnostics(first, dcot_mode))
     return solve(
         ConditionalFlow(bool(lambda0_every_step)),
         objective,
-        params0,
+        start,
         step_size,
         num_steps,
         saveat=save,
@@ -154,6 +161,7 @@ def conditional_flow(
         block_size=block_size,
         callback=callback,
         max_seconds=max_seconds,
+        pause=pause,
     )
 
 

@@ -1,4 +1,4 @@
-"""Entropic JKO flow on a fixed grid of neurons (DESIGN §2; Peyré, SIAM J. Imaging Sci. 2015).
+"""Entropic JKO flow on a fixed grid of neurons (Jordan, Kinderlehrer & Otto 1998; Peyré, SIAM J. Imaging Sci. 2015).
 
 Masses ``p`` on the points ``θ_i`` of a :class:`~wgflow.grid.Grid` move by
 

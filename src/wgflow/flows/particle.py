@@ -1,4 +1,4 @@
-"""Particle flows in mean-field time (DESIGN §2): explicit, implicit and Langevin gradient descent.
+"""Particle flows in mean-field time: explicit, implicit and Langevin gradient descent.
 
 Each is a flow of :func:`wgflow.flows.solve.solve` (:class:`ExplicitGD`, :class:`ImplicitGD`,
 :class:`LangevinGD`) with a thin wrapper of one argument order (objective, initial measure,
@@ -561,6 +561,7 @@ def explicit_gd_sweep(
     block_size: int = 256,
     callback: Callable | None = None,
     max_seconds: float | None = None,
+    pause: Callable[[], bool] | None = None,
     shard: bool | Mesh | None = None,
 ) -> Solution:
     """Explicit GD for a batch of initial measures (positions (R, m, D), masses (R, m)) on one
@@ -568,11 +569,11 @@ def explicit_gd_sweep(
     are padded with zero-mass particles (:func:`wgflow.measure.stack_padded`), which change
     neither F nor the other particles' velocities. ``step_size``: shared (a float, a
     schedule) or one per run ((R,) or (R, K)). ``mus`` may be the ``loop`` of an earlier
-    sweep, to continue it. ``shard=True`` (or a :class:`jax.sharding.Mesh`) splits the runs over
-    all devices — of all processes under ``jax.distributed`` — padded with copies of the last
-    run to a multiple of the device count; every process gets all runs back (as NumPy arrays).
-    ``shard=None`` (default): split when there are several processes, not otherwise.
-    Returns a batched :class:`~wgflow.flows.solve.Solution`."""
+    sweep, to continue it; ``pause``: see :func:`~wgflow.flows.solve.solve`. ``shard=True`` (or a
+    :class:`jax.sharding.Mesh`) splits the runs over all devices — of all processes under
+    ``jax.distributed`` — padded with copies of the last run to a multiple of the device count;
+    every process gets all runs back (as NumPy arrays). ``shard=None`` (default): split when
+    there are several processes, not otherwise. Returns a batched :class:`~wgflow.flows.solve.Solution`."""
     if not isinstance(mus, LoopState):
         require(isinstance(mus, Measure), "mus", "must be a batch of Measures (positions (R, m, D), masses (R, m))")
         require(mus.positions.ndim == 3, "mus.positions", f"must be (R, m, D), got shape {tuple(mus.positions.shape)}")
@@ -602,6 +603,7 @@ def explicit_gd_sweep(
         block_size=block_size,
         callback=callback,
         max_seconds=max_seconds,
+        pause=pause,
         batched=True,
     )
     return sol if R is None else _first_runs(sol, R)
@@ -626,6 +628,7 @@ def _first_runs(sol: Solution, R: int) -> Solution:
         loop=first(sol.loop),
         message=tuple(sol.message[:R]),
         batched=True,
+        paused=sol.paused,
         seconds=sol.seconds,
         compile_seconds=sol.compile_seconds,
     )

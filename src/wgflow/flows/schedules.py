@@ -1,4 +1,4 @@
-"""Step-size schedules in mean-field time (DESIGN §1).
+"""Step-size schedules in mean-field time.
 
 A schedule is a float (constant step) or any callable ``k ↦ η_k`` (optax
 schedules qualify). Step k advances mean-field time by ``η_k``; the times

@@ -1,4 +1,4 @@
-"""The one loop that runs every flow (DESIGN §4), on the pattern of diffrax's ``diffeqsolve``.
+"""The one loop that runs every flow, on the pattern of diffrax's ``diffeqsolve``.
 
 A **flow** says how one step is taken; a **problem** says what is minimised (an
 :class:`~wgflow.objective.Objective`, a JKO problem on a grid, a ResNet objective).
@@ -627,7 +627,8 @@ class Solution(eqx.Module):
     a run that stopped repeats its last state). ``final``: the last state kept. ``result``:
     the code (:class:`RESULTS`, one per run); ``message``: what happened and, on a failure,
     what to change. ``loop``: the :class:`LoopState` to continue from
-    (``solve(flow, problem, solution.loop, ...)``). ``seconds``: the call's wall time,
+    (``solve(flow, problem, solution.loop, ...)``); ``paused``: the call ended early at its
+    ``pause`` hook (the runs' codes unchanged, ``stop_step`` where they stand). ``seconds``: the call's wall time,
     ``compile_seconds`` of which compiling.
     """
 
@@ -643,6 +644,7 @@ class Solution(eqx.Module):
     loop: LoopState
     message: Any = eqx.field(static=True)
     batched: bool = eqx.field(static=True, default=False)
+    paused: bool = eqx.field(static=True, default=False)
     seconds: float = eqx.field(static=True, default=0.0)
     compile_seconds: float = eqx.field(static=True, default=0.0)
 
@@ -719,7 +721,7 @@ class Solution(eqx.Module):
 # --------------------------------------------------------------------------- messages
 
 
-def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int, monitor: Monitor | None, stop_reason: str | None) -> str:
+def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int, monitor: Monitor | None, stop_reason: str | None, paused: bool = False) -> str:
     """The message of run ``r`` (None: a single run) from its loop state (host arrays)."""
 
     def g(key):
@@ -735,6 +737,8 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
         back += (
             f", except {kinks} rise(s) that halved with the substep: kinks of F (a neuron's activation boundary on a data point), not instabilities, accepted"
         )
+    if code == SUCCESSFUL and paused and bool(g("active")):
+        return f"{name}: paused at step {step} of {K_global} (t = {t:.6g}); solution.loop continues it{back}"
     if code == SUCCESSFUL:
         return f"{name}: {K_global} steps to t = {t:.6g}{back}"
     if code == STOPPED:
@@ -793,7 +797,7 @@ def _message(name: str, flow, problem, loop: dict, r: int | None, K_global: int,
 
 
 def _host_loop(loop: LoopState) -> dict:
-    keys = ("step", "time", "result", "retakes", "max_level", "max_rise", "kinks", "event_step", "event_F", "event_F_min", "event_dt", "events", "F0")
+    keys = ("step", "time", "result", "retakes", "max_level", "max_rise", "kinks", "event_step", "event_F", "event_F_min", "event_dt", "events", "F0", "active")
     out = {k: to_host(getattr(loop, k)) for k in keys}
     out.update({f"event_stats/{k}": to_host(v) for k, v in loop.event_stats.items()})
     return out
@@ -836,6 +840,7 @@ def solve(
     batched: bool = False,
     callback: Callable[[int, Any, Any], Any] | None = None,
     max_seconds: float | None = None,
+    pause: Callable[[], bool] | None = None,
     block_size: int = 256,
     name: str | None = None,
 ) -> Solution:
@@ -848,8 +853,11 @@ def solve(
     step per run, (R,) or (R, K). ``monitor``: see :class:`Monitor`; ``None`` turns every
     check off (the bare loop, for benchmarks). ``callback(step, time, objective)`` is called
     on the host after each block (per run when batched); returning True stops the runs
-    with the code ``stopped``, as ``max_seconds`` of wall time does. ``block_size``: steps per
-    compiled block; ``name``: the flow's name in messages.
+    with the code ``stopped``, as ``max_seconds`` of wall time does. ``pause()`` is asked on
+    the host after each block; when it returns True the call ends there without changing any
+    result code (``solution.paused``; ``solution.loop`` continues the runs bit-identically:
+    how a signal checkpoints a run mid-way). ``block_size``: steps per compiled block;
+    ``name``: the flow's name in messages.
     """
     require(isinstance(flow, AbstractFlow), "flow", f"must be a wgflow flow (an AbstractFlow), got {type(flow).__name__}")
     name = name or flow.name
@@ -943,7 +951,7 @@ def solve(
             return np.clip(to_host(loop.step) - k0, 0, K)
 
         saved, saved_at, save_rows = [saver(loop, times, where_now(loop))], [0], [where_now(loop)]
-        stop_reason, reached = None, 0
+        stop_reason, reached, paused = None, 0, False
         backtrack = monitor is not None and monitor.policy == "backtrack"
         for target in targets:
             loop = run_to(loop, target)
@@ -957,6 +965,9 @@ def solve(
                 saved_at.append(target)
                 save_rows.append(where_now(loop))
             if target < K:
+                if pause is not None and pause():
+                    paused = True
+                    break
                 if callback is not None and callback(k0 + target, times[..., target], objective[..., target - 1]):
                     stop_reason = "the callback asked to stop"
                 elif max_seconds is not None and _time.perf_counter() - start > max_seconds:
@@ -1031,9 +1042,9 @@ def solve(
                 host["event_dt_last"][r] = (etas[r] if per_run else etas)[j - 1] / substeps[row + (j - 1,)]
         K_global = k0 + K
         if batched:
-            message: Any = tuple(_message(name, flow, problem, host, r, K_global, monitor, stop_reason) for r in range(cast(int, R)))
+            message: Any = tuple(_message(name, flow, problem, host, r, K_global, monitor, stop_reason, paused) for r in range(cast(int, R)))
         else:
-            message = _message(name, flow, problem, host, None, K_global, monitor, stop_reason)
+            message = _message(name, flow, problem, host, None, K_global, monitor, stop_reason, paused)
         saved_tree = jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1 if batched else 0), *saved)
         all_stats = {**stats, "substeps": substeps} if backtrack else stats
         result = results_of(to_host(loop.result))
@@ -1055,6 +1066,7 @@ def solve(
         loop=loop,
         message=message,
         batched=batched,
+        paused=paused,
         seconds=_time.perf_counter() - start,
         compile_seconds=timer.compile_seconds,
     )

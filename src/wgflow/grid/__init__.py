@@ -1,4 +1,4 @@
-"""Fixed grids of neurons for the entropic JKO (DESIGN §2, "Entropic JKO on a grid"), one concept per module:
+"""Fixed grids of neurons for the entropic JKO (Peyré 2015), one concept per module:
 
 - ``geometry``: axes, grids and boxes (:class:`Axis`, :class:`Grid`, :func:`box_grid`, …).
 - ``kernels``: the separable cost and Gibbs kernels, log and standard domain (:func:`log_kernel`, :func:`kernel`).

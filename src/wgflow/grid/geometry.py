@@ -1,8 +1,8 @@
-"""Axes, grids and boxes: where the neurons of the entropic JKO sit (DESIGN §2, "Entropic JKO on a grid").
+"""Axes, grids and boxes: where the neurons of the entropic JKO sit (Peyré 2015).
 
 A :class:`Grid` is a tensor product of 1-D :class:`Axis` objects over a box of
 grid coordinates ξ ∈ R^D (or a union of such *blocks*, for the two-scale grid of
-seed 001 §2.3.1). Its separable Gibbs kernel lives in :mod:`wgflow.grid.kernels`
+docs/jko.md §9). Its separable Gibbs kernel lives in :mod:`wgflow.grid.kernels`
 and is also a method of the grid (:meth:`Grid.apply_lse_kernel`,
 :meth:`Grid.apply_kernel`), as in OTT-JAX's ``Grid``.
 
@@ -94,7 +94,7 @@ class Axis:
 
         Edges ``e = linear_width · sinh(s)`` with ``s`` uniform: spacing ≈ ``2 linear_width S / n``
         near 0 (``S = asinh(half_width / linear_width)``) and growing geometrically outside
-        ``|ξ| ≳ linear_width``: the radial-scale option of seed 001 §2.3.1.
+        ``|ξ| ≳ linear_width``: the radial-scale option (docs/jko.md §9).
         """
         _check_n(n)
         require_positive(half_width, "grid.half_width")
@@ -385,7 +385,7 @@ def sphere_grid(n_angle: int, a_axis: Axis | tuple) -> Grid:
 
 
 def two_scale_grid(grid: Grid, factor: float, axes: Sequence[int] | None = None) -> Grid:
-    """Seed 001 §2.3.1's fix: every grid point duplicated at a second, larger scale.
+    """The two-scale fix of a grid that bounds the neuron's scale: every grid point duplicated at a second, larger scale.
 
     The result is the union of ``grid`` and a copy whose (non-periodic, or the listed)
     axes are multiplied by ``factor`` — the same number of points covering a box

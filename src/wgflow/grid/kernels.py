@@ -1,4 +1,4 @@
-"""The grid's cost and its separable Gibbs kernels (DESIGN §2, "Entropic JKO on a grid").
+"""The grid's cost and its separable Gibbs kernels (Peyré 2015).
 
 The cost between two points of a :class:`~wgflow.grid.geometry.Grid` is separable,
 

@@ -61,7 +61,7 @@ def layer_lambda_min(params: ResNetParams, X: Array, activation: str | Activatio
 
 @eqx.filter_jit
 def lambda0(params: ResNetParams, X: Array, activation: str | Activation = "cos") -> Array:
-    """``λ₀ = ∫ λ_min(K_{μ(·|s)}(x(s))) ds = (1/S) Σ_k λ_min(K_k)`` (seed 003's theorem)."""
+    """``λ₀ = ∫ λ_min(K_{μ(·|s)}(x(s))) ds = (1/S) Σ_k λ_min(K_k)`` (the constant of Barboni, Peyré & Vialard 2024's theorem)."""
     return jnp.mean(layer_lambda_min(params, X, activation))
 
 

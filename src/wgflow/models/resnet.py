@@ -1,7 +1,7 @@
 """Infinitely deep and wide mean-field ResNets: the model, its forward pass, adjoint gradient and continuous-depth NODE.
 
 Barboni, Peyré & Vialard, "Training infinitely deep and wide ResNets with Conditional
-Optimal Transport" (DESIGN §2 "Conditional flow"). Conventions (all restated with
+Optimal Transport". Conventions (all restated with
 derivations in ``docs/resnet.md``):
 
 - A neuron is ω = (u, w, b) ∈ R^d × R^d × R; the residual of a measure ν is
@@ -142,7 +142,7 @@ def init_resnet(
     feature_law: str = "gaussian",
     dtype=None,
 ) -> ResNetParams:
-    """Initial measure of seed 003: ``u = 0``, ``b ~ U[0, π]`` and
+    """Initial measure of Barboni, Peyré & Vialard 2024: ``u = 0``, ``b ~ U[0, π]`` and
 
     - ``"gaussian"``: w with density ∝ exp(−ρ|w|²), i.e. N(0, I/(2ρ)), drawn independently
       for every layer and neuron (M i.i.d. samples per layer approximate the law μ^w at each s);
@@ -150,7 +150,7 @@ def init_resnet(
       independently per layer and neuron;
     - ``"random_features"``: M samples (w_m, b_m) drawn once from ``feature_law``
       (``"gaussian"`` with ρ or ``"heavy_tailed"`` with β) and shared by every layer, so that
-      μ₀(·|s) = (1/M) Σ_m δ_{(0, w_m, b_m)} for all s — the finite-feature case of seed 003.
+      μ₀(·|s) = (1/M) Σ_m δ_{(0, w_m, b_m)} for all s — the finite-feature case of Barboni, Peyré & Vialard 2024.
       The features still move under the flow unless ``freeze_features=True`` in the objective.
     """
     _positive_int(S, "S")
@@ -325,7 +325,7 @@ def resnet_loss(params: ResNetParams, X: Array, Y: Array, activation: str | Acti
 
 class Adjoint(eqx.Module):
     """One forward–backward pass: the risk, the states x_k and adjoints p_k (S + 1, N, d), and
-    ``gradient`` = ∇L[μ](s_k, ω_{k,m}) as a :class:`ResNetParams` (the velocity is its negative)."""
+    ``gradient`` = ``∇L[μ](s_k, ω_{k,m})`` as a :class:`ResNetParams` (the velocity is its negative)."""
 
     loss: Array
     states: Array
@@ -335,7 +335,7 @@ class Adjoint(eqx.Module):
 
 @eqx.filter_jit
 def adjoint_gradient(objective: ResNetObjective, params: ResNetParams) -> Adjoint:
-    """Seed 003's adjoint gradient by an explicit backward pass (not autograd).
+    """Barboni, Peyré & Vialard 2024's adjoint gradient by an explicit backward pass (not autograd).
 
     With ``pⁱ_k = N ∂L/∂xⁱ_k``: ``p_S = x_S − Y`` and, with ``A = σ'(Z) ⊙ (p_{k+1} Uᵀ)`` (N, M)
     and ``Z = x_k Wᵀ + b`` (computed transposed, see below), the layer Jacobian's transpose gives

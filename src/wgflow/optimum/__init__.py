@@ -1,6 +1,6 @@
-"""Certified global minimum of a two-layer ReLU network with weight decay (DESIGN §3, issue #5).
+"""Certified global minimum of a two-layer ReLU network with weight decay (Pilanci & Ergen 2020).
 
-Seed 001's loss ``L(W, α) = Σ_j (Σ_i α_i relu(w_i·x_j) − y_j)² + λ Σ_i (|w_i|² + α_i²)``
+The loss ``L(W, α) = Σ_j (Σ_i α_i relu(w_i·x_j) − y_j)² + λ Σ_i (|w_i|² + α_i²)``
 is, after balancing each neuron (ReLU is 1-homogeneous: λ(|w|² + α²) ≥ 2λ|w||α|,
 equality when |w| = |α|) and merging the neurons of one activation pattern and
 sign, the convex program of Pilanci & Ergen (2020)

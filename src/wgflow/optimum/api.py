@@ -45,7 +45,7 @@ def global_minimum(
     key: int = 0,
     loss: str = "square",
 ) -> GlobalOptimum:
-    """Certified global minimum of seed 001's loss for data (X, y) (a bias is a column of ones).
+    """Certified global minimum of the weight-decayed square loss (no 1/2) for data (X, y) (a bias is a column of ones).
 
     ``norm="l2"``: Σ_j (f(x_j) − y_j)² + λ Σ_i (|w_i|² + α_i²) (``lifted``); ``norm="l1"``:
     the ``signed_square`` penalty λ Σ_i ‖u_i‖₁. ``reduction="mean"`` divides the data

@@ -1,6 +1,6 @@
 """The dual certificate: a lower bound on the global minimum from any residual (docs/optimum.md §3).
 
-With the loss of seed 001 (no 1/2) and the regulariser weight β (β = 2λ for the
+With the square loss (no 1/2) and the regulariser weight β (β = 2λ for the
 ℓ2 norm of ``lifted``/``signed``/``split``/``sphere``, β = λ for the ℓ1 norm of
 ``signed_square``), the convex program
 
