@@ -177,8 +177,8 @@ def step_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -
                 baseline_kkt=float(out_d.kkt),
                 baseline_iterations=int(out_d.iterations),
                 baseline_kernel_applications=int(out_d.kernel_applications),
-                l1_to_baseline=float(jnp.abs(out.p - out_d.p).sum()),
-                moved=float(jnp.abs(out.p - p0).sum()) / 2,
+                l1_to_baseline=float(jnp.abs(out.masses - out_d.masses).sum()),
+                moved=float(jnp.abs(out.masses - p0).sum()) / 2,
                 **sizes,
             )
         )
