@@ -12,11 +12,19 @@ Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_secon
   online PointCloud mode fails on jax 0.10).
 - ``kernel_ott_grid_<n>``: the same against OTT-JAX's own separable ``Grid.apply_lse_kernel``.
 - ``kernel_std_<n>``: the standard-domain separable kernel (BLAS), against the log domain.
+- ``kernel_stabilised_<n>``: the stabilised-scaling kernel (same result as the log domain, to
+  rounding), against the log domain.
 - ``step_<solver>_<n>``: one JKO step (split, d = 2, n = 100 data, the sum of square losses) by the
   semi-dual Newton and the linearised solvers, against Peyré's Dykstra iterations run to
   the same KKT tolerance in the same run.
 - ``step_newton_512`` (full run only): one Newton step at 512² completes, in a fresh process;
   its peak resident memory (VmHWM).
+- ``step_newton_<n>_stabilised`` (512 in the full run, 256 in ``--quick``): one Newton step by
+  the stabilised-scaling kernel path (the default) against the same step by the log-domain
+  reference kernel (``kernel="log"``) in the same run, same data and KKT tolerance (float64).
+- ``step_newton_<n>^3_stabilised`` (128³ and 96³ in the full run, 64³ in ``--quick``): one
+  Newton step of ``lifted`` (d = 2, Θ = (w₁, w₂, α)) on an n³ grid in a fresh process, its
+  wall time and peak resident memory ``peak_rss_bytes`` (VmHWM of that process).
 
 ``--radial`` runs instead the radial-scale comparison of docs/jko.md §9 (:func:`radial_rows`).
 
@@ -40,7 +48,7 @@ from wgflow import make_objective
 from wgflow.benchmarks.common import best_time, missing_baseline, run_fresh
 from wgflow.data import teacher_student
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, jko_problem
-from wgflow.grid import box_grid, initial_grid_density, kernel, log_kernel
+from wgflow.grid import box_grid, initial_grid_density, kernel, log_kernel, stabilised_log_kernel
 
 
 def _best(fn, x, repeat: int = 3) -> float:
@@ -97,10 +105,39 @@ def kernel_rows(n: int, eps: float = 1e-3, dense: bool = True) -> list[dict]:
                 **sizes,
             )
         )
+    t_stab = _best(jax.jit(lambda v: stabilised_log_kernel(grid, v, eps)), x)
+    rows.append(
+        dict(
+            name=f"kernel_stabilised_{n}",
+            seconds=t_stab,
+            baseline_seconds=t_ours,
+            ratio=t_ours / t_stab,
+            baseline="wgflow log-domain kernel (the reference)",
+            max_abs_diff=float(jnp.max(jnp.abs(stabilised_log_kernel(grid, x, eps) - ours(x)))),
+            **sizes,
+        )
+    )
     xs = jnp.exp(x - x.max())
     t_std = _best(jax.jit(lambda v: kernel(grid, v, 0.1)), xs)
     rows.append(dict(name=f"kernel_std_{n}", seconds=t_std, baseline_seconds=t_ours, ratio=t_ours / t_std, baseline="wgflow log-domain kernel", **sizes))
     return rows
+
+
+def _problem3(n_grid: int, n_data: int = 100, dtype=jnp.float64):
+    """``lifted`` in d = 2 on an n³ grid over (w₁, w₂, α) ∈ [−2, 2]³: the lifted study's space and loss
+    (mean square loss, λ = 1e-3, initial Gaussian of std 0.4)."""
+    ds = teacher_student(jax.random.PRNGKey(0), n_data, 2, 3, teacher_signs="positive")
+    obj = make_objective(jnp.asarray(ds.X, dtype), jnp.asarray(ds.y, dtype), "lifted", lam=1e-3, reduction="mean")
+    grid = box_grid(-2.0, 2.0, (n_grid,) * 3)
+    p0 = jnp.asarray(initial_grid_density(grid, "gaussian", std=0.4), dtype)
+    prob = jko_problem(obj, grid)
+    u0 = jax.grad(obj.risk)(prob.outputs(p0))
+    return prob, p0, u0
+
+
+def _blur3(n: int) -> float:
+    """ε = 2h² of an n³ grid over [−2, 2]³ (the study's rule)."""
+    return 2 * (4.0 / n) ** 2
 
 
 def _problem(n_grid: int, n_data: int = 100):
@@ -140,12 +177,81 @@ def step_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -
                 baseline_kkt=float(out_d.kkt),
                 baseline_iterations=int(out_d.iterations),
                 baseline_kernel_applications=int(out_d.kernel_applications),
-                l1_to_baseline=float(jnp.abs(out.p - out_d.p).sum()),
-                moved=float(jnp.abs(out.p - p0).sum()) / 2,
+                l1_to_baseline=float(jnp.abs(out.masses - out_d.masses).sum()),
+                moved=float(jnp.abs(out.masses - p0).sum()) / 2,
                 **sizes,
             )
         )
     return rows
+
+
+def stabilised_rows(n: int, tau: float = 1e-2, eps: float = 1e-2, tol: float = 1e-7) -> list[dict]:
+    """One Newton step at n² by the stabilised kernel path against the log-domain path, same run and tol."""
+    prob, p0, u0 = _problem(n)
+    t_log, out_log = _timed_step(prob, p0, u0, tau, eps, SemiDualNewton(tol=tol, kernel="log"))
+    t, out = _timed_step(prob, p0, u0, tau, eps, SemiDualNewton(tol=tol, kernel="stabilised"))
+    return [
+        dict(
+            name=f"step_newton_{n}_stabilised",
+            seconds=t,
+            baseline_seconds=t_log,
+            ratio=t_log / t,
+            baseline="the same Newton step, log-domain kernel (kernel='log'), same tol",
+            grid=f"{n}x{n}",
+            N=n * n,
+            components=2,
+            n_data=100,
+            tau=tau,
+            eps=eps,
+            tol=tol,
+            kkt=float(out.kkt),
+            baseline_kkt=float(out_log.kkt),
+            iterations=int(out.iterations),
+            kernel_applications=int(out.kernel_applications),
+            baseline_kernel_applications=int(out_log.kernel_applications),
+            seconds_per_kernel_application=t / int(out.kernel_applications),
+            l1_to_baseline=float(jnp.abs(out.masses - out_log.masses).sum()),
+            max_dual_diff=float(jnp.max(jnp.abs(out.dual - out_log.dual))),
+        )
+    ]
+
+
+GRID3_STEP = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    from wgflow.benchmarks.common import peak_rss_bytes
+    from wgflow.benchmarks.jko import _problem3, _timed_step
+    from wgflow.flows.jko import SemiDualNewton
+    prob, p0, u0 = _problem3({n})
+    t, out = _timed_step(prob, p0, u0, {tau}, {eps}, SemiDualNewton(tol={tol}))
+    print(json.dumps(dict(seconds=t, kkt=float(out.kkt), converged=bool(out.converged), iterations=int(out.iterations),
+                          kernel_applications=int(out.kernel_applications), peak_rss_bytes=peak_rss_bytes())))
+    """
+)
+
+
+def grid3_row(n: int, tau: float = 0.025, eps: float | None = None, tol: float = 1e-7) -> dict:
+    """One stabilised Newton step of ``lifted`` on an n³ grid in a fresh process: time and peak memory.
+
+    ``eps``: default 2h² (h = 4/n), the study's rule."""
+    eps = _blur3(n) if eps is None else eps
+    out = run_fresh(GRID3_STEP.format(n=n, tau=tau, eps=eps, tol=tol))
+    return dict(
+        name=f"step_newton_{n}^3_stabilised",
+        baseline_seconds=None,
+        ratio=None,
+        grid=f"{n}x{n}x{n}",
+        N=n**3,
+        components=1,
+        n_data=100,
+        tau=tau,
+        eps=eps,
+        tol=tol,
+        peak_rss_gib=out["peak_rss_bytes"] / 2**30,
+        **out,
+    )
 
 
 BIG_STEP = textwrap.dedent(
@@ -157,7 +263,7 @@ BIG_STEP = textwrap.dedent(
     from wgflow.benchmarks.jko import _problem, _timed_step
     from wgflow.flows.jko import SemiDualNewton
     prob, p0, u0 = _problem({n})
-    t, out = _timed_step(prob, p0, u0, {tau}, {eps}, SemiDualNewton(tol=1e-7))
+    t, out = _timed_step(prob, p0, u0, {tau}, {eps}, SemiDualNewton(tol=1e-7, kernel="log"))
     print(json.dumps(dict(seconds=t, kkt=float(out.kkt), converged=bool(out.converged), iterations=int(out.iterations),
                           kernel_applications=int(out.kernel_applications), peak_rss_bytes=peak_rss_bytes())))
     """
@@ -284,9 +390,14 @@ def run(quick: bool = False) -> list[dict]:
         for r in rows:
             if r["name"].startswith("step_newton"):
                 r["target"] = "ratio ≥ 10 (Newton vs Dykstra)"
+        rows += stabilised_rows(256 if quick else 512)
+        rows[-1]["target"] = "ratio ≥ 8 at 512² (stabilised vs log-domain Newton step, same tol; aim ≈ 40)"
+        for n in (64,) if quick else (128, 96):
+            rows.append(grid3_row(n))
+            rows[-1]["target"] = "completes within 4 GiB peak resident memory" if n == 128 else "a step feasible for the lifted study"
         if not quick:
             rows.append(big_step_row())
-            rows[-1]["target"] = "completes at 512² without running out of memory"
+            rows[-1]["target"] = "completes at 512² without running out of memory (log-domain kernel)"
         return rows
     finally:
         jax.config.update("jax_enable_x64", x64)

@@ -37,7 +37,11 @@ in the n dual variables).
 
 ``SemiDualNewton`` and ``Dykstra`` need the loss's convex conjugate
 (:attr:`wgflow.losses.Loss.conjugate`; the square loss has one); :class:`Linearised`
-works with any loss. Each solver is callable like OTT-JAX's ``Sinkhorn``:
+works with any loss. Every solver takes ``kernel="stabilised"`` (the default: stabilised
+scaling, per-axis matrix products with the potentials absorbed, the exact log-sum-exp only
+where they would underflow; :func:`wgflow.grid.stabilised_log_kernel`) or ``kernel="log"``
+(the exact per-axis log-sum-exp, :func:`wgflow.grid.log_kernel`, the reference); both give
+the same step to rounding. Each solver is callable like OTT-JAX's ``Sinkhorn``:
 ``solver(problem, q, u0, tau, eps) -> JKOStep``. The flow :class:`JKO` runs the steps in
 the one loop of :mod:`wgflow.flows.solve`; :func:`jko` is its thin wrapper.
 """
@@ -60,6 +64,7 @@ from wgflow.flows.schedules import Schedule, step_sizes
 from wgflow.flows.schedules import times as schedule_times
 from wgflow.flows.solve import RESULTS, AbstractFlow, Monitor, SaveAt, Solution, StepInfo, solve
 from wgflow.grid import Grid, GridMeasure, bin_measure, check_memory, log_kernel, to_measure
+from wgflow.grid.kernels import KERNEL_PATHS, log_kernel_path
 from wgflow.measure import Measure
 from wgflow.objective import Objective
 
@@ -79,7 +84,8 @@ class SemiDualNewton(eqx.Module):
     Each Newton iteration: one gradient (2 kernel applications), truncated CG on
     ``−∇²D d = ∇D`` with exact Hessian-vector products (2 signed kernel applications
     each, relative tolerance ``min(cg_rtol, √kkt)``), an Armijo backtracking line search
-    (1 kernel application per trial).
+    (1 kernel application per trial). ``kernel``: ``"stabilised"`` (default) or ``"log"``
+    (see the module docstring).
     """
 
     tol: float | None = eqx.field(static=True, default=None)
@@ -88,6 +94,7 @@ class SemiDualNewton(eqx.Module):
     cg_rtol: float = eqx.field(static=True, default=0.1)
     armijo: float = eqx.field(static=True, default=1e-4)
     max_backtracks: int = eqx.field(static=True, default=30)
+    kernel: str = eqx.field(static=True, default="stabilised")
 
     needs_conjugate: ClassVar[bool] = True
 
@@ -102,7 +109,10 @@ class Linearised(eqx.Module):
     One kernel pair. It is the exact entropic JKO step of the *linear* functional
     ``⟨F'(p_t), p⟩``: an explicit-in-F, implicit-in-transport scheme whose deviation
     from (1) is O(τ²) per step (reported as ``kkt``: the residual of (1) at its output).
+    ``kernel``: ``"stabilised"`` (default) or ``"log"``.
     """
+
+    kernel: str = eqx.field(static=True, default="stabilised")
 
     needs_conjugate: ClassVar[bool] = False
     tol: ClassVar[None] = None
@@ -119,13 +129,14 @@ class Dykstra(eqx.Module):
     The KL-prox of F has no closed form (Φ couples all points): it is solved by Newton
     in the n dual variables to ``inner_tol``. Its optimum is ``a = exp(−2τ(Φ_sᵀu + λV)/ε)``,
     so after each ``b`` update the iterate *is* p(u) of (2), and the same ``kkt`` is the
-    stopping test (``≤ tol``).
+    stopping test (``≤ tol``). ``kernel``: ``"stabilised"`` (default) or ``"log"``.
     """
 
     tol: float | None = eqx.field(static=True, default=None)
     max_iter: int = eqx.field(static=True, default=20000)
     inner_tol: float | None = eqx.field(static=True, default=None)
     inner_max_iter: int = eqx.field(static=True, default=50)
+    kernel: str = eqx.field(static=True, default="stabilised")
 
     needs_conjugate: ClassVar[bool] = True
 
@@ -238,11 +249,11 @@ def _log_q(q):
     return jnp.where(q > 0, jnp.log(jnp.where(q > 0, q, 1.0)), -jnp.inf)
 
 
-def _primal(problem: JKOProblem, lq, la, eps, l1=None) -> _Primal:
+def _primal(problem: JKOProblem, lq, la, eps, l1=None, lk=log_kernel) -> _Primal:
     if l1 is None:
-        l1 = log_kernel(problem.grid, la, eps)
+        l1 = lk(problem.grid, la, eps)
     lb = lq - l1
-    l2 = log_kernel(problem.grid, lb, eps)
+    l2 = lk(problem.grid, lb, eps)
     p = jnp.exp(la + l2)
     return _Primal(la, l1, lb, l2, p, problem.outputs(p))
 
@@ -265,7 +276,7 @@ def _kkt(problem: JKOProblem, f, u):
     return jnp.max(jnp.abs(r)), obj.risk_gap(f, u)
 
 
-def _neg_hess_vp(problem: JKOProblem, pr: _Primal, u, v, tau, eps):
+def _neg_hess_vp(problem: JKOProblem, pr: _Primal, u, v, tau, eps, lk=log_kernel):
     """``−∇²D(u) v = 2τ [(2τ/ε) Φ_s M Φ_sᵀ v + ∇²R* v]``, ``M = diag(p) − π diag(1/q) πᵀ``.
 
     ``πᵀw / q`` is the conditional mean ``E[w_i | j]`` under ``π(·|j)``, and ``M w = p ⊙ w − π c``:
@@ -274,9 +285,9 @@ def _neg_hess_vp(problem: JKOProblem, pr: _Primal, u, v, tau, eps):
     grid = problem.grid
     s = jnp.asarray(problem.signs, v.dtype)[:, None]
     w = s * (v @ problem.features)[None]  # (C, N)
-    lw, sw = log_kernel(grid, pr.la + jnp.log(jnp.abs(w)), eps, jnp.sign(w))
+    lw, sw = lk(grid, pr.la + jnp.log(jnp.abs(w)), eps, jnp.sign(w))
     c = sw * jnp.exp(lw - pr.l1)  # E[w | j]
-    lc, sc = log_kernel(grid, pr.lb + jnp.log(jnp.abs(c)), eps, jnp.sign(c))
+    lc, sc = lk(grid, pr.lb + jnp.log(jnp.abs(c)), eps, jnp.sign(c))
     Mw = pr.p * w - sc * jnp.exp(pr.la + lc)
     return 2 * tau * ((2 * tau / eps) * problem.outputs(Mw) + problem.objective.risk_conjugate_hess(u) * v)
 
@@ -362,7 +373,7 @@ def _finish(problem, pr: _Primal, q, u, tau, its, inner, kernels, tol) -> JKOSte
 
 def _linearised(problem: JKOProblem, q, lq, u0, tau, eps, solver: Linearised) -> JKOStep:
     u = jax.grad(problem.objective.risk)(problem.outputs(q))
-    pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
+    pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps, lk=log_kernel_path(solver.kernel))
     return _finish(problem, pr, q, u, tau, 1, 0, 2, None)
 
 
@@ -373,17 +384,18 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
     grad_conj = problem.objective.risk_conjugate_grad
     eps_mach = jnp.finfo(q.dtype).eps
     n_terms = q.size + u0.size
+    lk = log_kernel_path(solver.kernel)
 
     def evaluate(u):
         la = problem.log_a(u, tau, eps)
-        l1 = log_kernel(problem.grid, la, eps)
+        l1 = lk(problem.grid, la, eps)
         D, scale = _dual_value(problem, q, lq, l1, u, tau, eps)
         return la, l1, D, scale
 
     def newton_move(u, pr, D, scale, kkt):
         g = 2 * tau * (pr.f - grad_conj(u))
         rtol = jnp.minimum(solver.cg_rtol, jnp.sqrt(kkt))
-        d, k_cg = _cg(lambda v: _neg_hess_vp(problem, pr, u, v, tau, eps), g, rtol, solver.cg_max_iter)
+        d, k_cg = _cg(lambda v: _neg_hess_vp(problem, pr, u, v, tau, eps, lk), g, rtol, solver.cg_max_iter)
         slope = jnp.dot(g, d)
         slack = 8 * eps_mach * jnp.sqrt(n_terms) * scale  # Armijo up to the rounding of D
 
@@ -409,7 +421,7 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
 
     def body(c):
         it, inner, kernels, u, la, l1, D, scale, _, failed, _ = c
-        pr = _primal(problem, lq, la, eps, l1)
+        pr = _primal(problem, lq, la, eps, l1, lk)
         kkt = jnp.max(jnp.abs(pr.f - grad_conj(u)))
         done = (kkt <= tol) | (it >= solver.max_iter) | failed
 
@@ -423,7 +435,7 @@ def _newton(problem: JKOProblem, q, lq, u0, tau, eps, solver: SemiDualNewton) ->
         return (it + ~done, inner + k_cg, kernels + 1 + k_ker, u_n, la_n, l1_n, D_n, sc_n, pr, failed_n, done)
 
     la0, l10, D0, s0 = evaluate(u0)
-    pr0 = jax.eval_shape(lambda: _primal(problem, lq, la0, eps, l10))
+    pr0 = jax.eval_shape(lambda: _primal(problem, lq, la0, eps, l10, lk))
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     init = (jnp.array(0), jnp.array(0), jnp.array(1), u0, la0, l10, D0, s0, pr0, jnp.array(False), jnp.array(False))
     it, inner, kernels, u, _, _, _, _, pr, _, _ = jax.lax.while_loop(cond, body, init)
@@ -488,13 +500,14 @@ def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> JKOSt
     tol = _default_tol(solver.tol, q.dtype)
     inner_tol = tol / 10 if solver.inner_tol is None else float(solver.inner_tol)
     grad_conj = problem.objective.risk_conjugate_grad
+    lk = log_kernel_path(solver.kernel)
 
     def cond(c):
         return ~c[-1]
 
     def body(c):
         it, inner, kernels, u, _, _ = c
-        pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps)
+        pr = _primal(problem, lq, problem.log_a(u, tau, eps), eps, lk=lk)
         kkt = jnp.max(jnp.abs(pr.f - grad_conj(u)))
         done = (kkt <= tol) | (it >= solver.max_iter)
         u_n, k_in = jax.lax.cond(
@@ -505,7 +518,7 @@ def _dykstra(problem: JKOProblem, q, lq, u0, tau, eps, solver: Dykstra) -> JKOSt
         )
         return it + ~done, inner + k_in, kernels + 2, u_n, pr, done
 
-    pr0 = jax.eval_shape(lambda: _primal(problem, lq, problem.log_a(u0, tau, eps), eps))
+    pr0 = jax.eval_shape(lambda: _primal(problem, lq, problem.log_a(u0, tau, eps), eps, lk=lk))
     pr0 = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), pr0)
     it, inner, kernels, u, pr, _ = jax.lax.while_loop(cond, body, (jnp.array(0), jnp.array(0), jnp.array(0), u0, pr0, jnp.array(False)))
     return _finish(problem, pr, q, u, tau, it, inner, kernels, tol)
@@ -611,6 +624,12 @@ def _validated_problem(objective: Objective, grid: Grid, solver: Solver, memory_
     if not isinstance(objective, Objective):
         raise InputError("objective", "must be an Objective", "build it with wgflow.make_objective(...)")
     require(isinstance(solver, SOLVERS), "solver", f"unknown solver {solver!r}", "use SemiDualNewton(), Linearised() or Dykstra()")
+    require(
+        solver.kernel in KERNEL_PATHS,
+        "solver.kernel",
+        f"unknown kernel path {solver.kernel!r}",
+        "use kernel='stabilised' (stabilised scaling, the default) or kernel='log' (the log-domain reference)",
+    )
     if solver.needs_conjugate:
         require(
             objective.loss.has_conjugate,

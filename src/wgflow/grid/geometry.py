@@ -332,6 +332,14 @@ class Grid:
         """
         return _kernels.log_kernel(self, log_v, eps, sign)
 
+    def apply_stabilised_kernel(self, log_v: Array, eps, sign: Array | None = None):
+        """:meth:`apply_lse_kernel` by stabilised scaling: exactly :func:`~wgflow.grid.kernels.stabilised_log_kernel`.
+
+        The same result to rounding; per-axis matrix products with the row maxima absorbed,
+        the exact log-sum-exp only for rows whose sums would underflow.
+        """
+        return _kernels.stabilised_log_kernel(self, log_v, eps, sign)
+
     def apply_kernel(self, v: Array, eps) -> Array:
         """``K̃ v`` in the standard domain on this grid: exactly :func:`~wgflow.grid.kernels.kernel` ``(self, v, eps)``.
 
