@@ -209,6 +209,7 @@ def _check_space(out, summary, space):
     assert any(line.split(",")[1] == space for line in (out / "metrics.csv").read_text().splitlines()[1:])
 
 
+@pytest.mark.slow
 def test_tiny_study_split_and_signed_coincide(tmp_path):
     """(b) signed masses on R² and (c) split are the same two nonnegative grids: identical rows."""
     out, summary = _tiny(tmp_path, ["split", "signed"])

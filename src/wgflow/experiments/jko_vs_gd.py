@@ -144,7 +144,6 @@ class GridSection(Section):
     blur_over_h2: float = Field(
         2.0, gt=0, description="rungs without cells (and the fixed-temperature ladder) take h with ε = this · h² in every space (≥ 2: no grid pinning)"
     )
-    max_points: int = Field(400_000, gt=0, description="rungs whose split/signed grid has more points per sign are skipped (and reported)")
 
     @field_validator("init_std")
     @classmethod
@@ -332,8 +331,9 @@ def _initial_density(cfg: Config, space: str, grid: Grid) -> np.ndarray:
     return initial_grid_density(grid, "gaussian", std=sec.init_std)
 
 
-def _max_points(cfg: Config, space: str) -> int:
-    return {"split": cfg.grid.max_points, "signed": cfg.grid.max_points, "lifted": cfg.lifted.max_points, "sphere": cfg.sphere.max_points}[space]
+def _max_points(cfg: Config, space: str) -> float:
+    """Rungs above this many points are skipped in ``space`` (lifted, sphere); split/signed run every rung (its memory is checked)."""
+    return {"lifted": cfg.lifted.max_points, "sphere": cfg.sphere.max_points}.get(space, math.inf)
 
 
 def _grid_label(grid: Grid) -> str:
@@ -389,17 +389,22 @@ def estimate(cfg: Config) -> list[Need]:
     n, item, S = cfg.data.n, 8, cfg.compare.snapshots
     needs = []
     all_rungs = rungs(cfg)
-    atoms = 0
+    atoms, atoms_field = 0, "ladder"
     for space in cfg.spaces:
         C = 2 if space in ("split", "signed") else 1
         for r in all_rungs:
             grid = space_grid(cfg, space, r.h)
             if grid.size > _max_points(cfg, space):
                 continue
-            atoms = max(atoms, C * grid.size)
-            est = memory_estimate(grid, n, C, np.float64, hessian="dykstra" in r.solvers, snapshots=2 * S + 2 * cfg.compare.sinkhorn_times)
             field = f"ladder[{r.index}].cells" if r.ladder == "to_gd" else "fixed_temperature.taus"
-            fix = f"use coarser rungs or a lower {space if space in ('lifted', 'sphere') else 'grid'}.max_points (memory grows like N · data.n)"
+            if C * grid.size > atoms:
+                atoms, atoms_field = C * grid.size, field
+            est = memory_estimate(grid, n, C, np.float64, hessian="dykstra" in r.solvers, snapshots=2 * S + 2 * cfg.compare.sinkhorn_times)
+            fix = (
+                f"use fewer cells on this rung, or a lower {space}.max_points (memory grows like N · data.n)"
+                if space in ("lifted", "sphere")
+                else "use fewer cells on this rung (memory grows like cells² · data.n)"
+            )
             if est.get("hessian", 0) > est["total"] / 2:
                 field, fix = "ladder.solvers", "the Dykstra solver keeps an n × n matrix: remove 'dykstra' from the solvers, or use fewer data points"
             needs.append(Need(f"JKO {space} {_grid_label(grid)} (τ = {r.tau:g})", est["total"], field, fix))
@@ -410,7 +415,9 @@ def estimate(cfg: Config) -> list[Need]:
 
     K = int(round(cfg.compare.final_time / min(cfg.gd.step_size, cfg.langevin.step_size)))
     return grids + [
-        Need(f"GD reference ({atoms} atoms)", particles(atoms), "ladder", "use coarser finest rungs, or lower the spaces' max_points"),
+        Need(
+            f"GD reference ({atoms} atoms)", particles(atoms), atoms_field, "use fewer cells on the finest rung (the GD reference starts from its grid's atoms)"
+        ),
         Need(f"sampled GD ({cfg.gd.particles} particles)", particles(cfg.gd.particles), "gd.particles", "sample fewer particles (gd.particles)"),
         Need(
             f"Langevin ({cfg.langevin.seeds} × {cfg.langevin.particles} particles)",
