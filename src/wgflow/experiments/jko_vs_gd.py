@@ -945,37 +945,44 @@ def draw(cfg: Config, rd: RunDir, results: dict, summary: dict) -> None:
         rd.savefig(fig, "distance")
         plots.close(fig)
 
-    # the ladders at t = T: output distance against τ, per ladder and reference, with the Monte-Carlo error
-    panel_list = []
+    # the ladders at t = T: S_b and the output distance against τ, per ladder and reference, with the Monte-Carlo error
     order_of = {(o["parameterisation"], o["ladder"], o["solver"], o["reference"]): o for o in summary.get("orders", [])}
-    for space in spaces:
-        rows = _space_rows(summary, space)
-        cv = {}
-        for ladder, color in (("to_gd", "C0"), ("to_langevin", "C3")):
-            for ref, ls in (("gd", "-"), ("langevin", "--")):
-                for solver in sorted({r["solver"] for r in rows}):
-                    sel = sorted([r for r in rows if r["ladder"] == ladder and r["reference"] == ref and r["solver"] == solver], key=lambda r: -r["tau"])
-                    if not sel:
-                        continue
-                    o = order_of.get((space, ladder, solver, ref), {}).get("output_distance")
-                    label = f"{ladder}, {solver}, vs {ref}" + (f" (order {o:.2f})" if o is not None else "")
-                    cv[label] = ([r["tau"] for r in sel], [r["output_distance"] for r in sel])
-                    styles[label] = {"color": color, "ls": ls if solver == "newton" else ":", "marker": "o"}
-                    if ref == "langevin" and solver == sel[0]["solver"] == sorted({r["solver"] for r in rows})[0]:
-                        mlabel = f"{ladder}: Langevin MC error"
-                        cv[mlabel] = ([r["tau"] for r in sel], [r["mc_error_output"] for r in sel])
-                        styles[mlabel] = {"color": color, "ls": "none", "marker": "x"}
-        panel_list.append({"ylabel": r"$\|f^{JKO}_T - f^{ref}_T\|_2 / \|y\|_2$ at t = T (relative)", "curves": cv, "title": f"{space}: {SPACE_UNITS[space]}"})
-    if panel_list:
-        fig = plots.panels(
-            panel_list,
-            xlabel=r"JKO step $\tau$ (mean-field time)",
-            logx=True,
-            styles=styles,
-            title=f"{cfg.name}: the ladders at t = T = {cfg.compare.final_time:g}",
-        )
-        rd.savefig(fig, "ladder")
-        plots.close(fig)
+    metrics = (
+        ("distance_to_reference", "mc_error_distance", rf"$S_{{{cfg.compare.sinkhorn_blur:g}}}$ to the reference at t = T (squared units of θ)"),
+        ("output_distance", "mc_error_output", r"$\|f^{JKO}_T - f^{ref}_T\|_2 / \|y\|_2$ at t = T (relative)"),
+    )
+    for metric, mc_key, ylab in metrics:
+        panel_list = []
+        for space in spaces:
+            rows = _space_rows(summary, space)
+            solvers = sorted({r["solver"] for r in rows})
+            cv = {}
+            for ladder, color in (("to_gd", "C0"), ("to_langevin", "C3")):
+                for ref, ls in (("gd", "-"), ("langevin", "--")):
+                    for solver in solvers:
+                        sel = sorted([r for r in rows if r["ladder"] == ladder and r["reference"] == ref and r["solver"] == solver], key=lambda r: -r["tau"])
+                        if not sel:
+                            continue
+                        o = order_of.get((space, ladder, solver, ref), {}).get(metric)
+                        label = f"{ladder}, {solver}, vs {ref}" + (f" (order {o:.2f})" if o is not None else "")
+                        cv[label] = ([r["tau"] for r in sel], [r[metric] for r in sel])
+                        styles[label] = {"color": color, "ls": ls if solver == "newton" else ":", "marker": "o"}
+                        if ref == "langevin" and solver == solvers[0]:
+                            mlabel = f"{ladder}: Langevin MC error"
+                            cv[mlabel] = ([r["tau"] for r in sel], [r[mc_key] for r in sel])
+                            styles[mlabel] = {"color": color, "ls": "none", "marker": "x"}
+            panel_list.append({"ylabel": ylab, "curves": cv, "title": f"{space}: {SPACE_UNITS[space]}"})
+        if panel_list:
+            what = "S_b" if metric == "distance_to_reference" else "outputs"
+            fig = plots.panels(
+                panel_list,
+                xlabel=r"JKO step $\tau$ (mean-field time)",
+                logx=True,
+                styles=styles,
+                title=f"{cfg.name}: the ladders at t = T = {cfg.compare.final_time:g} ({what})",
+            )
+            rd.savefig(fig, "ladder" if metric == "distance_to_reference" else "ladder_outputs")
+            plots.close(fig)
 
     if "pictures/masses" in results and "sampled/positions" in results:
         _draw_densities(cfg, rd, results)
