@@ -148,6 +148,7 @@ def test_config_errors_name_the_field_before_compute(override, field, tmp_path):
     "override,words",
     [
         ("compare.final_time=0.95", ["ladder[0].tau", "does not divide"]),  # the flows would not meet at the same times
+        ("compare.snapshots=12", ["ladder[0].tau", "comparison interval"]),  # τ = 0.2 would miss the comparison times
         ("data.d=3", ["data", "d = 2"]),
         ("grid.init_std=0.6", ["grid.init_std", "larger half_width"]),
         ("ladder=[]", ["ladder", "at least one rung"]),

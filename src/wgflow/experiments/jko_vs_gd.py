@@ -269,6 +269,11 @@ class Config(Section):
             k = T / step
             if abs(k - round(k)) > 1e-9 * max(1.0, k):
                 raise ValueError(f"{field} = {step:g} does not divide final_time = {T:g}: use a step T/k for an integer k")
+        dt = T / (v.snapshots - 1)  # the comparison times must be steps of every flow
+        for field, step in steps:
+            k = dt / step
+            if abs(k - round(k)) > 1e-9 * max(1.0, k) or round(k) < 1:
+                raise ValueError(f"{field} = {step:g} does not divide the comparison interval final_time / (snapshots − 1) = {dt:g}: take compare.snapshots = 1 + T/{step:g} or fewer such that it does")
         return v
 
     @field_validator("data")
