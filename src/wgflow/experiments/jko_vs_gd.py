@@ -273,7 +273,9 @@ class Config(Section):
         for field, step in steps:
             k = dt / step
             if abs(k - round(k)) > 1e-9 * max(1.0, k) or round(k) < 1:
-                raise ValueError(f"{field} = {step:g} does not divide the comparison interval final_time / (snapshots − 1) = {dt:g}: take compare.snapshots = 1 + T/{step:g} or fewer such that it does")
+                raise ValueError(
+                    f"{field} = {step:g} does not divide the comparison interval final_time / (snapshots − 1) = {dt:g}: take compare.snapshots = 1 + T/{step:g} or fewer such that it does"
+                )
         return v
 
     @field_validator("data")
