@@ -33,21 +33,11 @@ FORBIDDEN = [
 #: text in modules that another change rewrites (experiments/teacher_student.py and
 #: experiments/jko_vs_gd.py); `test_pending_text_is_gone` (a strict xfail) fails once it is
 #: gone: then empty this tuple and remove that test.
-PENDING = (
-    "R = Σ_j ℓ ('sum', seed 001) or its mean over j",
-    "R = Σ_j (f − y)² ('sum', seed 001) or the mean",
-    "Teacher–student sweeps over widths and seeds (Chizat & Bach 2018, §4; seeds 000 and 002).",
-    "Seed 001's question",
-    "seed 001's loss with weight",
-)
-PENDING_FILES = ("experiments/teacher_student.py", "experiments/jko_vs_gd.py")
 
 runner = CliRunner()
 
 
 def offences(text: str) -> list[str]:
-    for pending in PENDING:
-        text = text.replace(pending, "")
     found = []
     for pattern in FORBIDDEN:
         for m in pattern.finditer(text):
@@ -118,9 +108,3 @@ def test_describe_speaks_plainly(name):
     result = runner.invoke(app, ["config", name, "--describe"], env={"COLUMNS": "400"})  # wide: one line per field
     assert result.exit_code == 0, result.output
     assert not offences(result.output), offences(result.output)
-
-
-@pytest.mark.xfail(strict=True, reason="the PENDING text is rewritten in another change; once it is gone, empty PENDING")
-def test_pending_text_is_gone():
-    text = "\n".join((PACKAGE / f).read_text() for f in PENDING_FILES)
-    assert not any(p in text for p in PENDING)

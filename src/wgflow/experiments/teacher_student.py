@@ -1,4 +1,4 @@
-"""Teacher–student sweeps over widths and seeds (Chizat & Bach 2018, §4; seeds 000 and 002).
+"""Teacher–student sweeps over widths and seeds (Chizat & Bach 2018, §4).
 
 For each parameterisation and width m, all seeds run as one vmapped program of
 explicit particle gradient descent in mean-field time, checkpointed every
@@ -63,7 +63,7 @@ class ModelSection(Section):
     activation: ActivationName = Field("relu", description="the student's activation σ, a registered name (relu, sigmoid, tanh, cos, …)")
     loss: LossName = Field("square", description="pointwise loss ℓ, a registered name (square: (f − y)², no 1/2; logistic: labels ±1)")
     lam: float = Field(1e-3, ge=0, description="weight decay λ (F = R + λ ∫ V d|μ|)")
-    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j ℓ ('sum', seed 001) or its mean over j")
+    reduction: Literal["sum", "mean"] = Field("mean", description="R = Σ_j ℓ ('sum') or its mean over j")
     dtype: Literal["float64", "float32"] = Field("float64", description="floating-point precision of the run")
 
 
