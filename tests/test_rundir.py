@@ -113,6 +113,56 @@ def test_force_refuses_a_foreign_file_named_like_a_figure_before_any_compute(tmp
     assert files_of(out) == before
 
 
+def test_links_folders_and_a_doctored_manifest_never_cost_a_users_file(tmp_path):
+    """Found by a hostile review: a linked checkpoints/, a user's file in place of a checkpoint,
+    a manifest listing paths outside the folder, a folder where a figure was: each refused
+    before anything is deleted, and the user's files keep every byte."""
+    done = tmp_path / "done"
+    experiments.run("chizat-bach-relu", TINY, done, progress=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+
+    def attempt(prepare, **flags):
+        out = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        subprocess.run(["cp", "-a", str(done), str(out)], check=True)
+        prepare(out)
+        before = {**files_of(out), "victim": hashlib.sha256(victim.read_bytes()).hexdigest()}
+        with pytest.raises(Exception) as info:
+            experiments.run("chizat-bach-relu", TINY, out, progress=False, **({"overwrite": True} | flags))
+        assert {**files_of(out), "victim": hashlib.sha256(victim.read_bytes()).hexdigest()} == before
+        return str(info.value)
+
+    def linked_checkpoints(out):
+        user = tmp_path / "user_checkpoints"
+        user.mkdir(exist_ok=True)
+        for f in (out / "checkpoints").iterdir():
+            (user / f.name).write_text("mine")
+        subprocess.run(["rm", "-rf", str(out / "checkpoints")], check=True)
+        (out / "checkpoints").symlink_to(user)
+
+    def replaced_checkpoint(out):
+        next((out / "checkpoints").glob("*.npz")).write_text("my notes")
+
+    def outside(entry):
+        def doctor(out):
+            m = json.loads((out / MANIFEST).read_text())
+            m["files"].append(entry)
+            (out / MANIFEST).write_text(json.dumps(m))
+
+        return doctor
+
+    def folder_for_a_figure(out):
+        (out / "objective.png").unlink()
+        (out / "objective.png").mkdir()
+        (out / "objective.png" / "a.txt").write_text("mine")
+
+    assert "symbolic link" in attempt(linked_checkpoints)
+    assert "changed since wgflow wrote" in attempt(replaced_checkpoint)
+    for entry in ("../victim.txt", str(victim), ".", 5):
+        assert "not a file inside the folder" in attempt(outside(entry)) or "damaged" in attempt(outside(entry))
+    assert "objective.png" in attempt(folder_for_a_figure)
+
+
 def test_every_file_a_run_writes_is_declared(tmp_path):
     """What a kind declares (``outputs(cfg)``, checked up front) covers what it writes."""
     from wgflow.experiments import output_files

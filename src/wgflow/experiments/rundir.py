@@ -201,6 +201,15 @@ def read_manifest(path: Path) -> dict | None:
         data = json.loads(file.read_text())
         if not (isinstance(data, dict) and isinstance(data.get("files"), list) and isinstance(data.get("state"), str)):
             raise ValueError("not a wgflow manifest")
+        for f in data["files"]:  # names inside the folder only: wgflow deletes what it lists
+            parts = Path(f).parts if isinstance(f, str) else ()
+            if not parts or Path(f).is_absolute() or any(q in ("..", ".") for q in parts) or f != Path(f).as_posix():
+                raise ValueError(f"its file list holds {f!r}, not a file inside the folder")
+        digests = data.get("digests", {})
+        if not (isinstance(digests, dict) and all(isinstance(v, list) and all(isinstance(d, str) for d in v) for v in digests.values())):
+            raise ValueError("its digests are not lists of SHA-256 texts")
+        if "pid" in data and data["pid"] is not None and (isinstance(data["pid"], bool) or not isinstance(data["pid"], int)):
+            raise ValueError(f"its pid {data['pid']!r} is not a process number")
         return data
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise _corrupt(file, exc, f"move {file} away if this folder is not a wgflow run, or run into another --out folder") from None
@@ -326,7 +335,12 @@ def plan_run(
                 "give a new or empty --out folder, or pass --force to write beside these files (wgflow never deletes or overwrites them)",
             )
         # a foreign checkpoints/ folder may stay: each file wgflow writes in it is checked by name
-        clash = sorted(set(entries) & (set(RESERVED) | set(outputs)))
+        names = {e.rstrip("/") for e in entries}
+        clash = sorted(names & (set(RESERVED) - {"checkpoints"} | set(outputs)))
+        own = path / "checkpoints"
+        # a foreign checkpoints/ may stay beside the run unless it could hold a name wgflow writes there
+        if own.is_symlink() or (own.exists() and (not own.is_dir() or any(own.glob("*.npz")))):
+            clash.append("checkpoints/*.npz" if own.is_dir() and not own.is_symlink() else "checkpoints")
         if clash:
             raise InputError(
                 "--out",
@@ -347,8 +361,11 @@ def plan_run(
                 "if it no longer runs, pass --force to take the folder over; else give another --out folder",
             )
         notices.append(f"taking over the lock of {who}: that run is no longer running")
-    listed = [f for f in manifest["files"] if (path / f).exists()]
-    changed = changed_files(path, manifest, listed)
+    listed = [f for f in manifest["files"] if (path / f).exists() or (path / f).is_symlink()]
+    # a resume reads its checkpoints and names a damaged one; a replaced one is never deleted
+    changed = changed_files(path, manifest, [f for f in listed if not (resume and f.startswith("checkpoints/") and (path / f).is_file())])
+    if (path / "checkpoints").is_symlink():
+        changed = ["checkpoints (a symbolic link)", *changed]
     if changed:
         shown = ", ".join(changed[:6]) + (f", … ({len(changed)} files)" if len(changed) > 6 else "")
         raise InputError(
@@ -356,7 +373,7 @@ def plan_run(
             f"{path} holds {shown}, changed since wgflow wrote them: a run there would delete or overwrite them",
             "move them away (or copy them elsewhere), or give another --out folder",
         )
-    foreign = sorted(set(outputs) & set(_visible_entries(path)) - set(manifest["files"]))
+    foreign = sorted(set(outputs) & {e.rstrip("/") for e in _visible_entries(path)} - set(manifest["files"]))
     if foreign:  # files put beside a run made with --force: a run writes none of them
         raise InputError(
             "--out",
@@ -448,6 +465,10 @@ class RunDir:
             raise RuntimeError(f"{self.path} was opened read-only (RunDir(path)); open it with open_run or open_finished to write")
         target = self.path / rel
         fix = f"move it away; the results are in {self.path}/results.npz and `wgflow report {self.path}` writes the figures again"
+        if target.parent != self.path and target.parent.is_symlink():
+            raise InputError(
+                str(target.parent), "is a symbolic link: wgflow writes only inside its run folder", "replace it by a plain folder, or give another --out folder"
+            )
         if rel not in self.manifest["files"]:
             if target.exists() or target.is_symlink():
                 raise InputError(str(target), "exists and was not written by wgflow, so it is left as it is", fix)
@@ -558,14 +579,21 @@ def file_digest(path: Path) -> str | None:
 
 def changed_files(path: Path, manifest: dict, files: Sequence[str] | None = None) -> list[str]:
     """The files of ``manifest`` (or of ``files``) present in ``path`` whose bytes are none that
-    wgflow wrote there: replaced by someone since. Checkpoints are not judged here (a damaged
-    one is named, with its fix, when a resume reads it), nor is anything of a manifest without
-    digests (an older wgflow's: its names are all it has)."""
-    digests = manifest.get("digests")
-    if not digests:
-        return []
+    wgflow wrote there: replaced by someone since, or a symbolic link, a folder, or behind a
+    linked folder where wgflow wrote a plain file. A file without a digest (an older wgflow's
+    manifest) is judged by its kind alone."""
+    digests = manifest.get("digests") or {}
     names = manifest["files"] if files is None else files
-    return [f for f in names if f in digests and not f.startswith("checkpoints/") and (path / f).is_file() and file_digest(path / f) not in digests[f]]
+    out = []
+    for f in names:
+        target = path / f
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if target.is_symlink() or not target.is_file() or target.parent.is_symlink():
+            out.append(f)  # a link or a folder where wgflow wrote a file: never wgflow's
+        elif f in digests and file_digest(target) not in digests[f]:
+            out.append(f)
+    return out
 
 
 def _remove_listed(path: Path, files: list[str]) -> None:
@@ -581,7 +609,7 @@ def _remove_temporaries(path: Path, files: list[str]) -> None:
     """Temporaries of wgflow's own files left by a killed process (``.NAME.*.tmp``)."""
     for rel in [*files, MANIFEST]:
         target = path / rel
-        for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        for tmp in target.parent.glob(f".{target.name}.{'?' * 8}.tmp"):  # mkstemp's 8 random characters
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
