@@ -3,6 +3,8 @@ timer that separates compile time from run time in every summary."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import threading
 import time
@@ -36,10 +38,25 @@ def default_cache_dir() -> Path:
     return base / "wgflow" / "jax"
 
 
+def _processes_in_job() -> int:
+    """How many processes this job has, from the launcher's environment (``--processes``, srun, mpirun)."""
+    for key in ("WGFLOW_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        with contextlib.suppress(ValueError, TypeError):
+            if key in os.environ:
+                return int(os.environ[key])
+    return 1
+
+
 def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds: float = 0.2) -> Path | None:
     """Store compiled programs on disk; a later run of the same shapes loads them instead of compiling.
-    Returns the folder, or None if it cannot be created (then nothing is cached)."""
+    Returns the folder, or None if it cannot be created or the job has several processes (then
+    nothing is cached). Programs compiled under other ``XLA_FLAGS`` (e.g. another host device
+    count) live in another subfolder: JAX's cache key does not see every flag, and reading such a
+    program back crashed the process (a segfault, after a two-process run had filled the cache)."""
+    if _processes_in_job() > 1:
+        return None
     folder = Path(path) if path is not None else default_cache_dir()
+    folder = folder / ("flags-" + hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12])
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
