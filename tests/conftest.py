@@ -1,10 +1,15 @@
 """Numerics are checked in float64 (DESIGN: "check numerics in float64")."""
 
+import os
+
 import jax
 import matplotlib.colors as mcolors
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+# no persistent compilation cache in the test process (nor in the runs it starts): with it on, the
+# full suite aborted inside JAX writing a program of test_particle to the cache after the CLI tests
+os.environ["WGFLOW_CACHE"] = "off"
 
 
 # the smallest chizat-bach-relu run (--set items) that still writes every file

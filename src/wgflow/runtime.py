@@ -49,11 +49,11 @@ def _processes_in_job() -> int:
 
 def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds: float = 0.2) -> Path | None:
     """Store compiled programs on disk; a later run of the same shapes loads them instead of compiling.
-    Returns the folder, or None if it cannot be created or the job has several processes (then
-    nothing is cached). Programs compiled under other ``XLA_FLAGS`` (e.g. another host device
+    Returns the folder, or None if it cannot be created, the job has several processes or
+    ``WGFLOW_CACHE=off`` (then nothing is cached). Programs compiled under other ``XLA_FLAGS`` (e.g. another host device
     count) live in another subfolder: JAX's cache key does not see every flag, and reading such a
     program back crashed the process (a segfault, after a two-process run had filled the cache)."""
-    if _processes_in_job() > 1:
+    if _processes_in_job() > 1 or os.environ.get("WGFLOW_CACHE", "").lower() in ("0", "off", "no", "false"):
         return None
     folder = Path(path) if path is not None else default_cache_dir()
     folder = folder / ("flags-" + hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12])
