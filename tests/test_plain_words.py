@@ -30,10 +30,6 @@ FORBIDDEN = [
     re.compile(r"\b(wired by|merged by) the\b|\bthe integrator\b|\bthe lead\b", re.IGNORECASE),
 ]
 
-#: text in modules that another change rewrites (experiments/teacher_student.py and
-#: experiments/jko_vs_gd.py); `test_pending_text_is_gone` (a strict xfail) fails once it is
-#: gone: then empty this tuple and remove that test.
-
 runner = CliRunner()
 
 
