@@ -24,6 +24,24 @@ TINY = [
 ]
 
 
+# the smallest jko-vs-gd study (two rungs of each ladder, every reference) that still writes every table
+TINY_JKO_STUDY = [
+    "ladder=[{tau = 0.25, blur_over_tau = 0.8, solvers = ['newton']}, {tau = 0.125, blur_over_tau = 0.4, solvers = ['newton']}]",
+    "fixed_temperature.temperature=0.2",
+    "fixed_temperature.taus=[0.25, 0.125]",
+    "compare.final_time=0.5",
+    "compare.snapshots=3",
+    "compare.sinkhorn_times=1",
+    "gd.step_size=0.01",
+    "gd.particles=200",
+    "gd.implicit=false",
+    "langevin.step_size=0.01",
+    "langevin.particles=200",
+    "langevin.seeds=2",
+    "output.animation=false",
+]
+
+
 def artist_colour(artist):
     """The RGB colour an artist is drawn in (a line's colour, a collection's first face or edge colour)."""
     if hasattr(artist, "get_color") and not hasattr(artist, "get_facecolor"):

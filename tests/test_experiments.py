@@ -89,8 +89,8 @@ def test_named_experiment_quick_writes_every_file(name, tmp_path, figure_labels,
         assert fig["legend_mismatches"] == [], (name, stem)
     files = _files(out)
     assert {"wgflow-run.json", "config.toml", "summary.json", "metrics.csv", "results.npz"} <= files
-    # only the kinds that checkpoint (steps, or parts when done) have checkpoints/
-    assert ("checkpoints" in files) == (name != "jko-vs-gd"), files
+    # every kind checkpoints (steps, or parts when done)
+    assert "checkpoints" in files, files
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]
     # what the kind declares up front (checked against the folder before a run) is what it wrote

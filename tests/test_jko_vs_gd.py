@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import TINY_JKO_STUDY
 from wgflow import Measure, make_objective
 from wgflow.cli import app
 from wgflow.experiments.jko_vs_gd import blur_at_temperature, matched_temperature
@@ -141,27 +142,10 @@ def test_sphere_binning_wraps_the_angle():
 
 # --------------------------------------------------------------------------- the study, tiny, end to end
 
-TINY_STUDY = [
-    "ladder=[{tau = 0.25, blur_over_tau = 0.8, solvers = ['newton']}, {tau = 0.125, blur_over_tau = 0.4, solvers = ['newton']}]",
-    "fixed_temperature.temperature=0.2",
-    "fixed_temperature.taus=[0.25, 0.125]",
-    "compare.final_time=0.5",
-    "compare.snapshots=3",
-    "compare.sinkhorn_times=1",
-    "gd.step_size=0.01",
-    "gd.particles=200",
-    "gd.implicit=false",
-    "langevin.step_size=0.01",
-    "langevin.particles=200",
-    "langevin.seeds=2",
-    "output.animation=false",
-]
-
-
 def _tiny(tmp_path, spaces):
     out = tmp_path / "tiny"
     args = ["run", "jko-vs-gd", "--out", str(out), "--set", f"spaces={spaces!r}".replace('"', "'")]
-    for s in TINY_STUDY:
+    for s in TINY_JKO_STUDY:
         args += ["--set", s]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY  # the smallest chizat-bach-relu run that still exercises every file
+from conftest import TINY, TINY_JKO_STUDY  # the smallest chizat-bach-relu run that still exercises every file
 from wgflow import experiments
 from wgflow.cli import main
 from wgflow.experiments.rundir import MANIFEST, RunDir
@@ -266,6 +266,7 @@ def test_a_signal_checkpoints_at_the_block_in_progress_and_resumes_bit_identical
 PARTS = {  # kinds whose parts (a flow, a case) are checkpointed when done: (experiment, --set, the second part's key)
     "resnet-pl": ("resnet-pl", ["ladder.N=[16]", "ladder.init=['gaussian']", "ladder.delta=[0.1, 1.0]", "model.width=16", "train.steps=60"], "case1"),
     "parameterisations": ("parameterisations", ["train.num_steps=200"], "lifted"),
+    "jko-vs-gd": ("jko-vs-gd", ["spaces=['split']", *TINY_JKO_STUDY], "split-langevin-0.1"),
 }
 
 

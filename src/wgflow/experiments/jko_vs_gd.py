@@ -40,7 +40,8 @@ keys ``parameterisation``, ``reference`` ("gd" / "langevin"), ``ladder``, ``tau`
 ``output_distance``, ``objective_gap``, ``mc_error_*``, ``seconds``, …; ``orders``;
 ``langevin`` (each temperature against GD: the entropic bias); ``gd``; ``implicit``;
 ``skipped``), ``metrics.csv``, ``results.npz``, figures ``objective``, ``distance``,
-``ladder``, ``densities`` and ``jko_vs_gd.gif``.
+``ladder``, ``densities`` and ``jko_vs_gd.gif``; ``checkpoints/`` holds each flow once done
+(a part of the run: ``--resume`` reads it back, a signal waits for it).
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ from pydantic import Field, ValidationInfo, field_validator
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import Progress, RunDir, figure_files
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, run_part
 from wgflow.experiments.sections import PLUGINS_HELP, DataSection, PluginList
+from wgflow.experiments.teacher_student import checkpoint_fingerprint
 from wgflow.flows.jko import Dykstra, Linearised, SemiDualNewton, component_signs, jko
 from wgflow.flows.particle import explicit_gd, implicit_gd, langevin_gd
 from wgflow.flows.solve import Monitor, SaveAt, Solution
@@ -494,6 +496,96 @@ def _tkey(T: float) -> str:
     return f"{T:.6g}"
 
 
+# --------------------------------------------------------------------------- parts
+# Each flow of the study is a part of the run (:func:`wgflow.experiments.rundir.run_part`):
+# checkpointed as flat arrays when done, read back by --resume, waited for by a signal.
+
+
+def _part_key(*words) -> str:
+    """A checkpoint name from the words of a part (no path separators, ASCII)."""
+    return "-".join(str(w) for w in words).replace("×", "x").replace("/", "_")
+
+
+def _stack_measures(prefix: str, mus: list[Measure]) -> dict:
+    return {f"{prefix}positions": np.stack([np.asarray(m.positions) for m in mus]), f"{prefix}masses": np.stack([np.asarray(m.masses) for m in mus])}
+
+
+def _unstack_measures(prefix: str, rec: dict) -> list[Measure]:
+    return [Measure(x, w) for x, w in zip(rec[f"{prefix}positions"], rec[f"{prefix}masses"])]
+
+
+def _reference_record(ref: Reference) -> dict:
+    rec = {
+        "name": ref.name,
+        "temperature": ref.temperature,
+        "outputs": np.stack(ref.outputs),
+        "objective": np.asarray(ref.objective, dtype=float),
+        "mc_output": ref.mc_output,
+        "mc_objective": ref.mc_objective,
+        "status": ref.status,
+        "seconds": ref.seconds,
+        **_stack_measures("", ref.measures),
+    }
+    if ref.halves is not None:
+        rec.update(_stack_measures("halves/", list(ref.halves)))
+    if ref.objective_seeds is not None:
+        rec["objective_seeds"] = np.asarray(ref.objective_seeds)
+    return rec
+
+
+def _reference_from(rec: dict) -> Reference:
+    halves = _unstack_measures("halves/", rec) if "halves/positions" in rec else None
+    return Reference(
+        rec["name"],
+        rec["temperature"],
+        list(rec["outputs"]),
+        [float(v) for v in rec["objective"]],
+        _unstack_measures("", rec),
+        halves=None if halves is None else (halves[0], halves[1]),
+        mc_output=rec["mc_output"],
+        mc_objective=rec["mc_objective"],
+        status=rec["status"],
+        seconds=rec["seconds"],
+        objective_seeds=rec.get("objective_seeds"),
+    )
+
+
+def _flow_record(sol: Solution, saved: bool = False) -> dict:
+    """What the study keeps of a flow's Solution: its clock, F, status, diagnostics (``stat/…``) and, with ``saved``, its saves."""
+    rec = {
+        "times": np.asarray(sol.times),
+        "objective": np.asarray(sol.objective),
+        "save_times": np.asarray(sol.save_times),
+        "final_objective": float(sol.final_objective),
+        "status": sol.status,
+        "seconds": float(sol.seconds),
+        **{f"stat/{k}": np.asarray(v) for k, v in sol.stats.items()},
+    }
+    if saved:
+        rec["saved"] = np.asarray(sol.saved)
+    return rec
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flow:
+    """A flow read back from its part: the fields of :class:`~wgflow.flows.solve.Solution` the study uses."""
+
+    times: np.ndarray
+    objective: np.ndarray
+    save_times: np.ndarray
+    final_objective: float
+    status: str
+    seconds: float
+    stats: dict
+    saved: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, rec: dict, prefix: str = "") -> _Flow:
+        stats = {k[len(prefix) + 5 :]: v for k, v in rec.items() if k.startswith(prefix + "stat/")}
+        g = lambda k: rec[prefix + k]  # noqa: E731
+        return cls(g("times"), g("objective"), g("save_times"), g("final_objective"), g("status"), g("seconds"), stats, rec.get(prefix + "saved"))
+
+
 def outputs(cfg: Config) -> list[str]:
     """The files a run writes beside results.npz, summary.json and metrics.csv."""
     stems = ["objective", "distance", "ladder", "ladder_outputs", "densities"]
@@ -541,6 +633,11 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     runs_total += (1 + (len(to_gd_taus) if cfg.gd.implicit else 0)) if split_like else 0
 
     start = time.perf_counter()
+    fp = checkpoint_fingerprint(cfg)
+
+    def part(compute, *words) -> dict:
+        return run_part(rd, _part_key(*words), compute, resume=resume, fingerprint=fp)
+
     results: dict[str, np.ndarray] = {"times": times}
     table, langevin_rows, gd_summary, implicit_rows = [], [], {}, []
     pictures, sampled_dist = None, None
@@ -566,11 +663,17 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
             fine = max((g for _, g in kept), key=lambda g: g.size)
             p_fine = _initial_density(cfg, space, fine)
             K = int(round(T_final / cfg.gd.step_size))
-            gd = explicit_gd(obj, GridMeasure(fine, p_fine, signs).to_measure(), cfg.gd.step_size, K, save=save)
-            gd_mus = _measures(gd)
-            ref_gd = Reference(
-                "gd", 0.0, [np.asarray(obj.outputs(mu)) for mu in gd_mus], [float(obj.value(mu)) for mu in gd_mus], gd_mus, status=gd.status, seconds=gd.seconds
-            )
+
+            def gd_reference(obj=obj, fine=fine, p_fine=p_fine, signs=signs, K=K) -> dict:
+                sol = explicit_gd(obj, GridMeasure(fine, p_fine, signs).to_measure(), cfg.gd.step_size, K, save=save)
+                mus = _measures(sol)
+                ref = Reference(
+                    "gd", 0.0, [np.asarray(obj.outputs(mu)) for mu in mus], [float(obj.value(mu)) for mu in mus], mus, status=sol.status, seconds=sol.seconds
+                )
+                return {**_reference_record(ref), **{f"flow/{k}": v for k, v in _flow_record(sol).items()}}
+
+            rec = part(gd_reference, space, "gd")
+            ref_gd, gd = _reference_from(rec), _Flow.of(rec, "flow/")
             results.update({f"{space}/gd/times": gd.times, f"{space}/gd/objective": gd.objective, f"{space}/gd/save_times": gd.save_times})
             gd_summary[space] = {
                 "start": f"quadrature of the initial density on the {_grid_label(fine)} grid",
@@ -583,7 +686,16 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
 
             refs = {}
             for T in temps[space]:
-                ref = _langevin_reference(cfg, obj, fine, p_fine, signs, T, save, ds.y)
+                ref = _reference_from(
+                    part(
+                        lambda T=T, obj=obj, fine=fine, p_fine=p_fine, signs=signs: _reference_record(
+                            _langevin_reference(cfg, obj, fine, p_fine, signs, T, save, ds.y)
+                        ),
+                        space,
+                        "langevin",
+                        _tkey(T),
+                    )
+                )
                 refs[T] = ref
                 results.update(
                     {
@@ -611,9 +723,14 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 tick(f"{space}: Langevin T = {T:g}")
 
             if space == "split":
-                sampled0 = sample_from_grid(jax.random.PRNGKey(cfg.gd.sample_seed), fine, p_fine, cfg.gd.particles, signs=signs)
-                gs = explicit_gd(obj, sampled0, cfg.gd.step_size, K, save=save)
-                gs_mus = _measures(gs)
+
+                def sampled_gd(obj=obj, fine=fine, p_fine=p_fine, signs=signs, K=K) -> dict:
+                    sampled0 = sample_from_grid(jax.random.PRNGKey(cfg.gd.sample_seed), fine, p_fine, cfg.gd.particles, signs=signs)
+                    sol = explicit_gd(obj, sampled0, cfg.gd.step_size, K, save=save)
+                    return {**_flow_record(sol), **_stack_measures("saved/", _measures(sol))}
+
+                rec = part(sampled_gd, space, "sampled-gd")
+                gs, gs_mus = _Flow.of(rec), _unstack_measures("saved/", rec)
                 sampled_dist = [_relative_distance(obj.outputs(mu), f, ds.y) for mu, f in zip(gs_mus, ref_gd.outputs)]
                 results.update({"sampled/objective": gs.objective, "sampled/output_distance": np.array(sampled_dist)})
                 results.update({"sampled/positions": np.stack([np.asarray(mu.positions) for mu in gs_mus]), "sampled/masses": np.asarray(gs_mus[0].masses)})
@@ -630,8 +747,13 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     coarse = box_grid(-cfg.grid.half_width, cfg.grid.half_width, (cfg.gd.implicit_cells,) * 2)
                     q0 = GridMeasure(coarse, _initial_density(cfg, space, coarse), signs).to_measure()
                     for tau in to_gd_taus:
-                        tr = implicit_gd(obj, q0, tau, int(round(T_final / tau)), save=save, monitor=Monitor(policy="warn"))
-                        f_T = np.asarray(obj.outputs(_measures(tr)[-1]))
+
+                        def implicit(tau=tau, obj=obj, q0=q0) -> dict:
+                            sol = implicit_gd(obj, q0, tau, int(round(T_final / tau)), save=save, monitor=Monitor(policy="warn"))
+                            return {**_flow_record(sol), "final_outputs": np.asarray(obj.outputs(_measures(sol)[-1]))}
+
+                        rec = part(implicit, space, "implicit", f"{tau:g}")
+                        tr, f_T = _Flow.of(rec), rec["final_outputs"]
                         results[f"implicit/{tau:g}/times"] = tr.times
                         results[f"implicit/{tau:g}/objective"] = tr.objective
                         implicit_rows.append(
@@ -672,8 +794,12 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                     jkey = (r.tau, r.blur, grid.shape, name)
                     tag = f"tau{r.tau:g}_eps{r.blur:.6g}_{_grid_label(grid)}_{name}"
                     if jkey not in trajs:
-                        p0 = _initial_density(cfg, space, grid)
-                        traj = _jko_run(obj, p0, r, int(round(T_final / r.tau)), grid, name, save)
+
+                        def jko_flow(r=r, grid=grid, name=name, obj=obj, space=space) -> dict:
+                            p0 = _initial_density(cfg, space, grid)
+                            return _flow_record(_jko_run(obj, p0, r, int(round(T_final / r.tau)), grid, name, save), saved=True)
+
+                        traj = _Flow.of(part(jko_flow, space, "jko", tag))
                         trajs[jkey] = traj
                         results.update(
                             {
