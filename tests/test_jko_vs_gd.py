@@ -142,6 +142,7 @@ def test_sphere_binning_wraps_the_angle():
 
 # --------------------------------------------------------------------------- the study, tiny, end to end
 
+
 def _tiny(tmp_path, spaces):
     out = tmp_path / "tiny"
     args = ["run", "jko-vs-gd", "--out", str(out), "--set", f"spaces={spaces!r}".replace('"', "'")]

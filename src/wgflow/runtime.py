@@ -1,9 +1,11 @@
-"""Compilation: a persistent cache so repeated runs of the same shapes compile once, and a
-timer that separates compile time from run time in every summary."""
+"""Compilation: a persistent cache so repeated runs of the same shapes compile once, a timer that
+separates compile time from run time in every summary, and a guard that drops compiled programs
+before a long process runs out of memory maps."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import threading
@@ -51,8 +53,7 @@ def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds:
     """Store compiled programs on disk; a later run of the same shapes loads them instead of compiling.
     Returns the folder, or None if it cannot be created, the job has several processes or
     ``WGFLOW_CACHE=off`` (then nothing is cached). Programs compiled under other ``XLA_FLAGS`` (e.g. another host device
-    count) live in another subfolder: JAX's cache key does not see every flag, and reading such a
-    program back crashed the process (a segfault, after a two-process run had filled the cache)."""
+    count) live in another subfolder, so that one setting never reads another's programs."""
     if _processes_in_job() > 1 or os.environ.get("WGFLOW_CACHE", "").lower() in ("0", "off", "no", "false"):
         return None
     folder = Path(path) if path is not None else default_cache_dir()
@@ -65,6 +66,34 @@ def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder
+
+
+def _memory_maps() -> tuple[int, int] | None:
+    """(memory maps of this process, the kernel's limit ``vm.max_map_count``), or None off Linux."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as fh:
+            limit = int(fh.read())
+        with open("/proc/self/maps", "rb") as fh:
+            return sum(1 for _ in fh), limit
+    except (OSError, ValueError):
+        return None
+
+
+def release_compiled_programs(fraction: float = 0.5) -> bool:
+    """Drop JAX's in-memory compiled programs (``jax.clear_caches``) once this process holds more
+    than ``fraction`` of the kernel's memory-map limit; True if it did.
+
+    Every program XLA compiles for the CPU keeps a few memory maps of its machine code, and JAX
+    keeps every program it compiled. A process that compiles tens of thousands of programs (the
+    full test suite; a long study of many shapes) reaches ``vm.max_map_count`` (65530 by default),
+    and XLA's next compilation or cache read then dies of a segmentation fault instead of an
+    error. Called between parts of a run; dropped programs are compiled again when next used."""
+    counts = _memory_maps()
+    if counts is None or counts[0] <= fraction * counts[1]:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 class CompileTimer:

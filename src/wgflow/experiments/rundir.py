@@ -47,6 +47,7 @@ import jax
 import numpy as np
 
 from wgflow.errors import InputError
+from wgflow.runtime import release_compiled_programs
 
 INTERRUPT_ENV = "WGFLOW_TEST_INTERRUPT_AFTER"  # tests: raise after this many checkpointed segments
 MANIFEST = "wgflow-run.json"
@@ -785,6 +786,7 @@ def run_segments(
     concat_axis = concat_axis or {}
     records: dict[str, np.ndarray] = {}
     k = 0
+    release_compiled_programs()  # a long study of many shapes must not run out of memory maps
     if resume:
         loaded = run_dir.load_checkpoint(key, state, fingerprint)
         if loaded is not None:
@@ -848,6 +850,7 @@ def run_part(run_dir: RunDir, key: str, compute: Callable[[], dict[str, Any]], *
         loaded = run_dir.load_checkpoint(key, (), fingerprint)
         if loaded is not None:
             return _unpack_part(loaded[1])
+    release_compiled_programs()
     _signals["segment"] = (key, 0, None)
     try:
         records = _pack_part(compute())
