@@ -103,14 +103,17 @@ def test_flows_over_two_processes_equal_one_process(tmp_path):
         assert all(word in out for word in ("explicit", "langevin", "sweep", "jko"))
 
 
-@pytest.mark.slow
-def test_run_folder_written_once_by_two_processes(tmp_path):
-    sets = [a for s in TINY for a in ("--set", s)]
-    many, one = tmp_path / "many", tmp_path / "one"
-    cmd = [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu"]
-    out = subprocess.run([*cmd, "--out", str(many), *sets, "--processes", "2"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert out.stdout.count("wrote ") == 1  # process 0 reports, the other stays quiet
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """The TINY run in one process on one device: the reference of the runs over two processes."""
+    one = tmp_path_factory.mktemp("one") / "one"
+    cmd = [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu", "--out", str(one), *[a for s in TINY for a in ("--set", s)]]
+    out = subprocess.run(cmd, env=_env(XLA_FLAGS=""), capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return one
+
+
+def _written_once_and_equal(many: Path, one: Path) -> None:
     manifest = json.loads((many / "wgflow-run.json").read_text())
     assert manifest["state"] == "finished" and manifest["pid"] is None
     files = manifest["files"]
@@ -118,9 +121,6 @@ def test_run_folder_written_once_by_two_processes(tmp_path):
     on_disk = {str(p.relative_to(many)) for p in many.rglob("*") if p.is_file()} - {"wgflow-run.json"}
     assert on_disk == set(files), (on_disk, files)  # nothing unlisted (no temporaries, no second copy)
     assert {"config.toml", "summary.json", "metrics.csv", "results.npz"} <= set(files)
-    # the same run in one process (one device): the same results
-    out = subprocess.run([*cmd, "--out", str(one), *sets], env=_env(XLA_FLAGS=""), capture_output=True, text=True, timeout=TIMEOUT)
-    assert out.returncode == 0, out.stderr[-3000:]
     a, b = np.load(many / "results.npz"), np.load(one / "results.npz")
     assert sorted(a.files) == sorted(b.files)
     for key in a.files:
@@ -128,6 +128,75 @@ def test_run_folder_written_once_by_two_processes(tmp_path):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-12, err_msg=key)
         else:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_run_folder_written_once_by_two_processes(tmp_path, one_process_run):
+    sets = [a for s in TINY for a in ("--set", s)]
+    many = tmp_path / "many"
+    cmd = [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu", "--out", str(many), *sets, "--processes", "2"]
+    out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.stdout.count("wrote ") == 1  # process 0 reports, the other stays quiet
+    _written_once_and_equal(many, one_process_run)
+
+
+def _cluster_env(launcher: str, task: int, port: int) -> dict:
+    """The variables ``srun -n 2`` (SLURM) or ``mpirun -n 2`` (Open MPI) give task ``task`` on one
+    node, as jax.distributed.initialize() reads them: the coordinator's port is derived from
+    the job id, so the job id is chosen to give a free ``port`` (≥ 61440)."""
+    if launcher == "srun":
+        return {
+            "SLURM_JOB_ID": str(port - 61440),
+            "SLURM_STEP_NODELIST": "127.0.0.1",
+            "SLURM_NTASKS": "2",
+            "SLURM_PROCID": str(task),
+            "SLURM_LOCALID": str(task),
+        }
+    return {
+        "OMPI_MCA_orte_hnp_uri": f"{(port - 61440) * 4096}.0;tcp://127.0.0.1:1",
+        "OMPI_COMM_WORLD_SIZE": "2",
+        "OMPI_COMM_WORLD_RANK": str(task),
+        "OMPI_COMM_WORLD_LOCAL_RANK": str(task),
+    }
+
+
+def _free_port_from(low: int) -> int:
+    import socket
+
+    for port in range(low, 65536):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip(f"no free port in [{low}, 65535]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+def test_plain_wgflow_run_under_a_cluster_launcher_is_one_job(launcher, tmp_path, one_process_run):
+    """``srun -n 2 wgflow run ...`` / ``mpirun -n 2 wgflow run ...`` on one node, emulated by the
+    environment each launcher gives its tasks (no cluster here): the two tasks join one job with
+    no wgflow option, write the folder once, and equal one process."""
+    import random
+
+    sets = [a for s in TINY for a in ("--set", s)]
+    many = tmp_path / "many"
+    port = _free_port_from(61440 + random.randrange(3000))
+    cmd = [sys.executable, "-m", "wgflow.cli", "run", "chizat-bach-relu", "--out", str(many), *sets]
+    procs = [subprocess.Popen(cmd, env=_env(**_cluster_env(launcher, i, port)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    assert outs[0][0].count("wrote ") == 1 and "wrote " not in outs[1][0]  # task 0 writes and reports
+    _written_once_and_equal(many, one_process_run)
 
 
 def test_launcher_strips_processes_and_reads_cluster_environment():
