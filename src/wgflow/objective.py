@@ -72,14 +72,22 @@ class Objective(eqx.Module):
 
             def add(f, chunk):
                 th, p = chunk
-                return f + self.unit.features(th, X) @ p, None
+                return f + self._weighted_units(th, p, X), None
 
             return jax.lax.scan(add, jnp.zeros(X.shape[0], pos.dtype), (pos, masses))[0]
         if axis == "data":
             Xb, _ = blocks(X, jnp.zeros(X.shape[0], X.dtype), size)
-            f = jax.lax.map(lambda Xc: self.unit.features(mu.positions, Xc) @ mu.masses, Xb)
+            f = jax.lax.map(lambda Xc: self._weighted_units(mu.positions, mu.masses, Xc), Xb)
             return f.reshape(-1)[: X.shape[0]]
-        return self.unit.features(mu.positions, X) @ mu.masses
+        return self._weighted_units(mu.positions, mu.masses, X)
+
+    def _weighted_units(self, pos: Array, p: Array, X: Array) -> Array:
+        """``Σ_k p_k φ_{θ_k}(x_j)`` for the rows x_j of X (neurons-first for the standard units, see
+        :meth:`_activations`)."""
+        if not self._closed_form():
+            return self.unit.features(pos, X) @ p
+        c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
+        return (c * p) @ self.unit.activation(self.unit.direction(pos) @ X.T)
 
     def _plan(self, n: int, mu: Measure) -> tuple[str, int]:
         return self.chunking.resolve(n, mu.width, mu.dim, jnp.dtype(mu.positions.dtype).itemsize)
@@ -147,9 +155,10 @@ class Objective(eqx.Module):
         return cls.features is Parameterisation.features and cls.preactivation is Parameterisation.preactivation
 
     def _activations(self, pos: Array, X: Array, need_value: bool = True) -> tuple[Array | None, Array]:
-        """``σ(Z)`` (None unless ``need_value``) and ``σ'(Z)`` for ``Z = X v(θ)ᵀ`` (n × m), σ' as
-        autodiff takes it (ReLU: σ'(0) = 0)."""
-        Z = X @ self.unit.direction(pos).T
+        """``σ(Zᵀ)`` (None unless ``need_value``) and ``σ'(Zᵀ)`` for ``Zᵀ = v(θ) Xᵀ`` (m × n: neurons
+        first, so that a batch of runs stacks its neurons without a transpose, and every
+        product below reads it in order), σ' as autodiff takes it (ReLU: σ'(0) = 0)."""
+        Z = self.unit.direction(pos) @ X.T
         S, dS = jax.jvp(self.unit.activation.fn, (Z,), (jnp.ones_like(Z),))
         return (S if need_value else None), dS
 
@@ -167,13 +176,13 @@ class Objective(eqx.Module):
             return unit.direction(th), jnp.broadcast_to(jnp.asarray(unit.output_weight(th), th.dtype), th.shape[:1])
 
         (V, c), pull = jax.vjp(vc, pos)
-        Hv = (dS * w[:, None]).T @ X  # (m, d): Σ_j w_j σ'(z_jk) x_j
+        Hv = (dS * w[None, :]) @ X  # (m, d): Σ_j w_j σ'(z_jk) x_j
         if constant_c:
             gc = jnp.zeros_like(c)
         elif unit.activation.homogeneity == 1 or S is None:
             gc = signs * jnp.sum(V * Hv, axis=1)
         else:
-            gc = signs * (w @ S)
+            gc = signs * (S @ w)
         return pull(((signs * c)[:, None] * Hv, gc))[0]
 
     def value_and_velocity(self, mu: Measure) -> tuple[Array, Array]:
@@ -200,7 +209,7 @@ class Objective(eqx.Module):
         if self._closed_form():
             S, dS = self._activations(pos, self.X)
             c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
-            R, r = jax.value_and_grad(self.risk)(S @ (c * p))
+            R, r = jax.value_and_grad(self.risk)((c * p) @ S)
             g_data = self._unit_pull(pos, self.X, S, dS, r, s)
         else:
             Phi, pull_features = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
@@ -275,7 +284,7 @@ class Objective(eqx.Module):
             if self._closed_form():
                 S, dS = self._activations(pos, Xc)
                 c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
-                losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))(S @ (c * p), yc)
+                losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))((c * p) @ S, yc)
                 return g + self._unit_pull(pos, Xc, S, dS, wc * dl * scale, s), jnp.sum(wc * losses) * scale
             Phi, pull = jax.vjp(lambda th: self.unit.features(th, Xc), pos)
             losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))(Phi @ p, yc)
