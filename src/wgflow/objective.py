@@ -208,6 +208,7 @@ class Objective(eqx.Module):
         s = mu.signs
         if self._closed_form():
             S, dS = self._activations(pos, self.X)
+            assert S is not None  # asked for
             c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
             R, r = jax.value_and_grad(self.risk)((c * p) @ S)
             g_data = self._unit_pull(pos, self.X, S, dS, r, s)
@@ -283,6 +284,7 @@ class Objective(eqx.Module):
             Xc, yc, wc = chunk
             if self._closed_form():
                 S, dS = self._activations(pos, Xc)
+                assert S is not None  # asked for
                 c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
                 losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))((c * p) @ S, yc)
                 return g + self._unit_pull(pos, Xc, S, dS, wc * dl * scale, s), jnp.sum(wc * losses) * scale
