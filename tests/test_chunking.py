@@ -47,7 +47,7 @@ def test_auto_plan_and_budget():
     assert c.resolve(100, 100, 3, 8) == ("none", 0)  # small problems are not chunked
     assert c.resolve(4096, 16384, 21, 4) == ("neurons", 32)
     assert c.resolve(10000, 1000, 101, 4) == ("data", 64)
-    assert c.resolve(256, 4096, 3, 4) == ("neurons", 64)
+    assert c.resolve(256, 4096, 3, 4) == ("neurons", 256)
     axis, size = Chunking(memory_budget=4096 * 4 * 4 * 10).resolve(4096, 16384, 21, 4)
     assert axis == "neurons" and size == 9  # shrunk to fit the budget
     with pytest.raises(InputError, match="chunking.memory_budget.*cannot hold a chunk of even one neuron"):

@@ -58,6 +58,49 @@ def test_velocity_is_mass_scaled_gradient_of_F(param):
     np.testing.assert_allclose(v, obj.unit.project_tangent(mu.positions, -obj.first_variation_grad(mu, mu.positions, mu.signs)), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("param,act", list(itertools.product(PARAMS, ACTS)))
+@pytest.mark.parametrize("axis,reduction", [("none", "sum"), ("neurons", "mean"), ("data", "sum")])
+def test_closed_form_velocity_matches_autodiff(param, act, axis, reduction):
+    """The step's velocity (the closed-form gradient of the units, unchunked and in chunks of
+    neurons or data) against jax.grad of F alone, float64, with a neuron on a data point's kink."""
+    from wgflow.chunking import Chunking
+
+    obj, mu = _problem(param, act, True, m=9)
+    obj = make_objective(obj.X, obj.y, param, act, lam=0.3, reduction=reduction, chunking=Chunking(axis, 4))
+    V = obj.unit.direction(mu.positions)
+    x0 = obj.X[0]
+    on_kink = V[0] - (V[0] @ x0) / (x0 @ x0) * x0  # v(θ_0)·x_0 = 0 exactly enough: ReLU's σ'(0) = 0 on both sides
+    mu = Measure(mu.positions.at[0].set(obj.unit.with_direction(mu.positions, V.at[0].set(on_kink))[0]), mu.masses)
+    F, v = obj.value_and_velocity(mu)
+    np.testing.assert_allclose(F, obj.value(mu), rtol=1e-13)
+    gF = jax.grad(lambda pos: obj.value(Measure(pos, mu.masses)))(mu.positions)
+    expect = obj.unit.project_tangent(mu.positions, -gF / jnp.abs(mu.masses)[:, None])
+    np.testing.assert_allclose(v, expect, rtol=1e-10, atol=1e-12)
+    r = obj.risk_gradient(mu)
+    penalty, g = obj.pullback(mu, r)
+    np.testing.assert_allclose(obj.unit.project_tangent(mu.positions, -g), expect, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(obj.lam * penalty, obj.penalty(mu), rtol=1e-13)
+
+
+def test_overridden_features_take_the_autodiff_path():
+    """A parameterisation with its own features (not c(θ)σ(v(θ)·x)) gets autodiff's gradient."""
+    import dataclasses
+
+    from wgflow.units import Lifted
+
+    @dataclasses.dataclass(frozen=True)
+    class Squared(Lifted):
+        def features(self, positions, X):
+            return super().features(positions, X) ** 2
+
+    obj, mu = _problem("lifted", "tanh", False)
+    obj = make_objective(obj.X, obj.y, Squared(get_activation("tanh")), lam=0.3)
+    assert not obj._closed_form()
+    _, v = obj.value_and_velocity(mu)
+    gF = jax.grad(lambda pos: obj.value(Measure(pos, mu.masses)))(mu.positions)
+    np.testing.assert_allclose(v, -gF / jnp.abs(mu.masses)[:, None], rtol=1e-10, atol=1e-12)
+
+
 def _plain(m=6, d=3, seed=0):
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
     return PlainNetwork(jax.random.normal(k1, (m, d)), jax.random.normal(k2, (m,)))

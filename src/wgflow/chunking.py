@@ -33,7 +33,7 @@ class Chunking:
 
     - ``axis``: ``"auto"`` (once n·m ≥ ``min_work``: chunks of neurons when m ≥ n, of data
       otherwise), ``"neurons"``, ``"data"`` or ``"none"``.
-    - ``size``: chunk length; None picks a cache-sized one (≈ 2¹⁴/n neurons or ≈ 2¹⁶/m
+    - ``size``: chunk length; None picks a cache-sized one (≈ 2¹⁶/n neurons or ≈ 2¹⁶/m
       data points, clipped to [32, 1024]).
     - ``memory_budget``: bytes allowed for one chunk's temporaries (≈ 4 · rows · cols ·
       itemsize); the chunk is shrunk to fit, and an error says so when not even one row fits.
@@ -72,7 +72,7 @@ class Chunking:
         if self.size is not None:
             size = int(self.size)
         else:
-            target = 2**14 if axis == "neurons" else 2**16  # measured on 2-core x86 (docs/performance.md)
+            target = 2**16  # measured on 2-core x86 with the closed-form step (docs/performance.md)
             size = int(min(max(2 ** round(np.log2(max(target / other, 1.0))), 32), 1024))
         if self.memory_budget is not None:
             per_row = 4 * other * itemsize + D * itemsize

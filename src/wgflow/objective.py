@@ -72,14 +72,22 @@ class Objective(eqx.Module):
 
             def add(f, chunk):
                 th, p = chunk
-                return f + self.unit.features(th, X) @ p, None
+                return f + self._weighted_units(th, p, X), None
 
             return jax.lax.scan(add, jnp.zeros(X.shape[0], pos.dtype), (pos, masses))[0]
         if axis == "data":
             Xb, _ = blocks(X, jnp.zeros(X.shape[0], X.dtype), size)
-            f = jax.lax.map(lambda Xc: self.unit.features(mu.positions, Xc) @ mu.masses, Xb)
+            f = jax.lax.map(lambda Xc: self._weighted_units(mu.positions, mu.masses, Xc), Xb)
             return f.reshape(-1)[: X.shape[0]]
-        return self.unit.features(mu.positions, X) @ mu.masses
+        return self._weighted_units(mu.positions, mu.masses, X)
+
+    def _weighted_units(self, pos: Array, p: Array, X: Array) -> Array:
+        """``Σ_k p_k φ_{θ_k}(x_j)`` for the rows x_j of X (neurons-first for the standard units, see
+        :meth:`_activations`)."""
+        if not self._closed_form():
+            return self.unit.features(pos, X) @ p
+        c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
+        return (c * p) @ self.unit.activation(self.unit.direction(pos) @ X.T)
 
     def _plan(self, n: int, mu: Measure) -> tuple[str, int]:
         return self.chunking.resolve(n, mu.width, mu.dim, jnp.dtype(mu.positions.dtype).itemsize)
@@ -139,6 +147,44 @@ class Objective(eqx.Module):
 
         return jax.grad(potential)(points)
 
+    def _closed_form(self) -> bool:
+        """Whether the units are the standard ``c(θ) σ(v(θ)·x)`` (the unit does not override
+        :meth:`~wgflow.units.Parameterisation.features` or ``preactivation``), so that their
+        gradient has the closed form of :meth:`_unit_pull`."""
+        cls = type(self.unit)
+        return cls.features is Parameterisation.features and cls.preactivation is Parameterisation.preactivation
+
+    def _activations(self, pos: Array, X: Array, need_value: bool = True) -> tuple[Array | None, Array]:
+        """``σ(Zᵀ)`` (None unless ``need_value``) and ``σ'(Zᵀ)`` for ``Zᵀ = v(θ) Xᵀ`` (m × n: neurons
+        first, so that a batch of runs stacks its neurons without a transpose, and every
+        product below reads it in order), σ' as autodiff takes it (ReLU: σ'(0) = 0)."""
+        Z = self.unit.direction(pos) @ X.T
+        S, dS = jax.jvp(self.unit.activation.fn, (Z,), (jnp.ones_like(Z),))
+        return (S if need_value else None), dS
+
+    def _unit_pull(self, pos: Array, X: Array, S: Array | None, dS: Array, w: Array, signs: Array) -> Array:
+        """``∇_θ s_k Σ_j w_j φ_{θ_k}(x_j)`` at each atom, in closed form from σ(Z) and σ'(Z):
+        ``∂/∂v_k = s_k c_k Σ_j w_j σ'(z_jk) x_j`` and ``∂/∂c_k = s_k Σ_j w_j σ(z_jk)``, pulled back
+        through θ ↦ (v(θ), c(θ)) (per atom, no n × m work). For a positively 1-homogeneous σ,
+        ``σ(z) = z σ'(z)`` gives ``∂/∂c_k = s_k v_k · Σ_j w_j σ'(z_jk) x_j`` without σ(Z) (S may be None).
+        Autodiff through Φ would build the n × m cotangent ``w sᵀ`` and reduce it twice; this is
+        two products with X and one with w (tested against ``jax.grad`` in float64)."""
+        unit = self.unit
+        constant_c = type(unit).output_weight is Parameterisation.output_weight
+
+        def vc(th):
+            return unit.direction(th), jnp.broadcast_to(jnp.asarray(unit.output_weight(th), th.dtype), th.shape[:1])
+
+        (V, c), pull = jax.vjp(vc, pos)
+        Hv = (dS * w[None, :]) @ X  # (m, d): Σ_j w_j σ'(z_jk) x_j
+        if constant_c:
+            gc = jnp.zeros_like(c)
+        elif unit.activation.homogeneity == 1 or S is None:
+            gc = signs * jnp.sum(V * Hv, axis=1)
+        else:
+            gc = signs * (S @ w)
+        return pull(((signs * c)[:, None] * Hv, gc))[0]
+
     def value_and_velocity(self, mu: Measure) -> tuple[Array, Array]:
         """``F(μ)`` and each particle's velocity ``−∇F'(μ)(θ_k)`` (tangent to Θ), in one pass.
 
@@ -157,14 +203,20 @@ class Objective(eqx.Module):
         if axis == "data":
             return self._value_and_velocity_data_chunks(mu, size)
         pos, p = mu.positions, mu.masses
-        Phi, pull_features = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
         V, pull_reg = jax.vjp(self.unit.regulariser, pos)
-        f = Phi @ p
-        R, r = jax.value_and_grad(self.risk)(f)
-        F = R + self.lam * jnp.sum(jnp.abs(p) * V)
-        s = mu.signs
-        (g_data,) = pull_features(r[:, None] * s[None, :])
         (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
+        s = mu.signs
+        if self._closed_form():
+            S, dS = self._activations(pos, self.X)
+            assert S is not None  # asked for
+            c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
+            R, r = jax.value_and_grad(self.risk)((c * p) @ S)
+            g_data = self._unit_pull(pos, self.X, S, dS, r, s)
+        else:
+            Phi, pull_features = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
+            R, r = jax.value_and_grad(self.risk)(Phi @ p)
+            (g_data,) = pull_features(r[:, None] * s[None, :])
+        F = R + self.lam * jnp.sum(jnp.abs(p) * V)
         return F, self.unit.project_tangent(pos, -(g_data + g_reg))
 
     def pullback(self, mu: Measure, r: Array) -> tuple[Array, Array]:
@@ -173,9 +225,13 @@ class Objective(eqx.Module):
         axis, size = self._plan(self.n, mu)
         if axis == "none":
             pos, p = mu.positions, mu.masses
-            _, pull = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
+            if self._closed_form():
+                S, dS = self._activations(pos, self.X, need_value=self.unit.activation.homogeneity != 1)
+                g = self._unit_pull(pos, self.X, S, dS, r, mu.signs)
+            else:
+                _, pull = jax.vjp(lambda th: self.unit.features(th, self.X), pos)
+                (g,) = pull(r[:, None] * mu.signs[None, :])
             V, pull_reg = jax.vjp(self.unit.regulariser, pos)
-            (g,) = pull(r[:, None] * mu.signs[None, :])
             (g_reg,) = pull_reg(jnp.full_like(V, self.lam))
             return jnp.sum(jnp.abs(p) * V), g + g_reg
         if axis == "data":
@@ -185,6 +241,9 @@ class Objective(eqx.Module):
 
             def block(g, chunk):
                 Xc, rc, wc = chunk
+                if self._closed_form():
+                    S, dS = self._activations(pos, Xc, need_value=self.unit.activation.homogeneity != 1)
+                    return g + self._unit_pull(pos, Xc, S, dS, wc * rc, mu.signs), None
                 _, pull = jax.vjp(lambda th: self.unit.features(th, Xc), pos)
                 return g + pull((wc * rc)[:, None] * mu.signs[None, :])[0], None
 
@@ -196,6 +255,11 @@ class Objective(eqx.Module):
         def chunk_grad(chunk):
             th, p = chunk
             s = jnp.where(p < 0, -1.0, 1.0).astype(th.dtype)
+            if self._closed_form():
+                S, dS = self._activations(th, self.X, need_value=self.unit.activation.homogeneity != 1)
+                V, pull_reg = jax.vjp(self.unit.regulariser, th)
+                g = self._unit_pull(th, self.X, S, dS, r, s) + pull_reg(jnp.full_like(V, self.lam))[0]
+                return g, jnp.sum(jnp.abs(p) * V)
 
             def potential(th):
                 V = self.unit.regulariser(th)
@@ -218,6 +282,12 @@ class Objective(eqx.Module):
 
         def block(g, chunk):
             Xc, yc, wc = chunk
+            if self._closed_form():
+                S, dS = self._activations(pos, Xc)
+                assert S is not None  # asked for
+                c = jnp.broadcast_to(jnp.asarray(self.unit.output_weight(pos), pos.dtype), p.shape)
+                losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))((c * p) @ S, yc)
+                return g + self._unit_pull(pos, Xc, S, dS, wc * dl * scale, s), jnp.sum(wc * losses) * scale
             Phi, pull = jax.vjp(lambda th: self.unit.features(th, Xc), pos)
             losses, dl = jax.vmap(jax.value_and_grad(self.loss.fn))(Phi @ p, yc)
             (gc,) = pull((wc * dl * scale)[:, None] * s[None, :])

@@ -147,7 +147,9 @@ class SweepSection(Section):
 
     widths: list[int] = Field([4, 5, 10, 100], description="student widths m")
     seeds: list[int] = Field(list(range(10)), description="seeds of the initial measures (one run per seed)")
-    one_program: bool | None = Field(None, description="run all widths as one vmapped program (padded); None: when that is small")
+    one_program: bool | None = Field(
+        None, description="run all widths as one vmapped program (padded); None: group consecutive widths while the padded batch is small"
+    )
 
     @field_validator("widths")
     @classmethod

@@ -136,13 +136,23 @@ def _initial_batch(cfg: Config, unit_name: str, widths: list[int], d: int, dtype
 
 
 def width_groups(cfg: Config, n: int) -> list[list[int]]:
-    """Widths run as one vmapped program: all of them padded to the largest when that is small
-    (padding wastes little and saves a compilation per width), else one program per width."""
+    """Widths run as one vmapped program each group: by default, consecutive widths (in the
+    config's order) padded to the largest of their group while the padded batch stays small
+    (R · width · n ≤ 2¹⁷ units: there a step costs about the same whatever its width, so
+    padding wastes little, and each group saves a compilation and a step's fixed cost);
+    ``sweep.one_program`` True: all in one group, False: one per width."""
     widths, R = cfg.sweep.widths, len(cfg.sweep.seeds)
-    padded = len(widths) * R * max(widths)
-    if cfg.sweep.one_program is True or (cfg.sweep.one_program is None and padded * n <= 2**17):
+    if cfg.sweep.one_program is True:
         return [list(widths)]
-    return [[m] for m in widths]
+    if cfg.sweep.one_program is False:
+        return [[m] for m in widths]
+    groups: list[list[int]] = []
+    for m in widths:
+        if groups and (len(groups[-1]) + 1) * R * max(*groups[-1], m) * n <= 2**17:
+            groups[-1].append(m)
+        else:
+            groups.append([m])
+    return groups
 
 
 @jax.jit

@@ -551,17 +551,23 @@ def _block(flow, monitor, problem, loop: LoopState, etas: Array, base: Array, ta
             new_loop, keep = jax.lax.cond(jnp.any(go & t.event), decide_all, lambda lp, tt, g: (accept_all(lp, tt, g), g), loop, t, go)
         return new_loop, (jnp.where(keep, write, -1), t.F, t.stats, t.n_sub)
 
-    shapes = jax.eval_shape(lambda lp: attempt(lp)[1], loop)
+    w, F, stats, n_sub = jax.eval_shape(lambda lp: attempt(lp)[1], loop)
+    # the records of the attempts not taken (every run at its target): write index −1, F NaN
+    nan_like = lambda s: jnp.full((length, *s.shape), jnp.nan, s.dtype)  # noqa: E731
+    empty = (jnp.full((length, *w.shape), -1, w.dtype), nan_like(F), {k: nan_like(v) for k, v in stats.items()}, jnp.zeros((length, *n_sub.shape), n_sub.dtype))
 
-    def skip(loop):
-        w, F, stats, n_sub = shapes
-        nan_like = lambda s: jnp.full(s.shape, jnp.nan, s.dtype)  # noqa: E731
-        return loop, (jnp.full(w.shape, -1, w.dtype), nan_like(F), {k: nan_like(v) for k, v in stats.items()}, jnp.zeros(n_sub.shape, n_sub.dtype))
+    # a while loop that ends once no run is behind: no attempt is skipped one by one (a block
+    # whose target is a few steps ahead, as at the early save points, ends there)
+    def behind(carry):
+        i, loop, _ = carry
+        return (i < length) & jnp.any(loop.active & (loop.step < target))
 
-    def body(loop, _):
-        return jax.lax.cond(jnp.any(loop.active & (loop.step < target)), attempt, skip, loop)
+    def body(carry):
+        i, loop, outs = carry
+        loop, rec = attempt(loop)
+        return i + 1, loop, jax.tree_util.tree_map(lambda buf, x: jax.lax.dynamic_update_index_in_dim(buf, x, i, 0), outs, rec)
 
-    loop, outs = jax.lax.scan(body, loop, None, length=length)
+    _, loop, outs = jax.lax.while_loop(behind, body, (jnp.zeros((), jnp.int32), loop, empty))
     # records come out (length, R, …) for a batch: runs first, as the host reads them
     return loop, (jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), outs) if batched else outs)
 
