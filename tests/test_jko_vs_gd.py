@@ -140,6 +140,36 @@ def test_sphere_binning_wraps_the_angle():
     assert ang[0] > 0 and ang[-1] > 0  # the atoms at ±π are shared across the seam
 
 
+# --------------------------------------------------------------------------- the study's default ladders
+
+
+def _lifted_plan(quick):
+    from wgflow import experiments
+    from wgflow.experiments import jko_vs_gd as study
+
+    module, cfg = experiments.load("jko-vs-gd", quick=quick)
+    grids = [study.space_grid(cfg, "lifted", r.h) for r in study.rungs(cfg)]
+    return module, cfg, [g for g in grids if g.size <= study._max_points(cfg, "lifted")]
+
+
+def test_default_lifted_ladder_reaches_96_cubed_and_fits_its_memory_estimate():
+    """The full study runs the lifted space up to a 96³ grid (the stabilised kernel affords it), on at
+    least three to_gd rungs whose point counts grow; its memory estimate passes. --quick stays small."""
+    from wgflow.experiments import check_resources
+    from wgflow.experiments import jko_vs_gd as study
+
+    module, cfg, kept = _lifted_plan(quick=False)
+    assert max(g.size for g in kept) >= 96**3
+    to_gd = [study.space_grid(cfg, "lifted", r.h).size for r in study.rungs(cfg) if r.ladder == "to_gd"]
+    to_gd = [n for n in to_gd if n <= study._max_points(cfg, "lifted")]
+    assert len(to_gd) >= 3 and to_gd == sorted(to_gd) and len(set(to_gd)) == len(to_gd)
+    finest = max(kept, key=lambda g: g.size)
+    assert any(nd.item.startswith(f"JKO lifted {study._grid_label(finest)}") for nd in study.estimate(cfg))  # the largest step is counted
+    check_resources(module, cfg, limit=4 * 2**30)  # the whole run's estimate under 4 GiB
+    _, qcfg, qkept = _lifted_plan(quick=True)
+    assert len(qkept) >= 2 and max(g.size for g in qkept) <= qcfg.lifted.max_points <= 50_000
+
+
 # --------------------------------------------------------------------------- the study, tiny, end to end
 
 

@@ -1,7 +1,8 @@
 """Benchmarks of the entropic JKO flow on a grid, in float64.
 
     wgflow bench --only jko [--quick]
-    python -m wgflow.benchmarks.jko --radial     (the radial-scale study of docs/jko.md §9)
+    python -m wgflow.benchmarks.jko --radial          (the radial-scale study of docs/jko.md §9, split, 2-D)
+    python -m wgflow.benchmarks.jko --radial-lifted   (the same for lifted on 3-D grids)
 
 Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_seconds``,
 ``ratio`` = baseline / seconds, and sizes):
@@ -26,7 +27,9 @@ Rows (``run(quick) -> list[dict]``, keys ``name``, ``seconds``, ``baseline_secon
   Newton step of ``lifted`` (d = 2, Θ = (w₁, w₂, α)) on an n³ grid in a fresh process, its
   wall time and peak resident memory ``peak_rss_bytes`` (VmHWM of that process).
 
-``--radial`` runs instead the radial-scale comparison of docs/jko.md §9 (:func:`radial_rows`).
+``--radial`` runs instead the radial-scale comparison of docs/jko.md §9 (:func:`radial_rows`, split
+on 2-D grids); ``--radial-lifted`` the same comparison for ``lifted`` on 3-D grids
+(:func:`radial_lifted_rows`).
 
 All times exclude compilation (programs are compiled ahead, then timed); the best of a few
 repetitions for the kernels. The machine is shared: compare ratios within one run.
@@ -288,6 +291,18 @@ def big_step_row(n: int = 512, tau: float = 1e-2, eps: float = 1e-2) -> dict:
     )
 
 
+def _quantile_99(values, masses) -> float:
+    """The value below which 99 % of the mass lies."""
+    v, w = np.asarray(values), np.abs(np.asarray(masses))
+    order = np.argsort(v)
+    return float(v[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.99)])
+
+
+def _radius_99(mu) -> float:
+    """The radius |θ| within which 99 % of the mass of ``mu`` lies."""
+    return _quantile_99(np.linalg.norm(np.asarray(mu.positions), axis=1), mu.masses)
+
+
 def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
     """The grid dictates the neuron's scale (docs/jko.md §9): grids of about the same N compared
     with particle GD on a teacher that needs neurons of scale |u| ≈ 2–3 (split, d = 2).
@@ -323,12 +338,6 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
         f"uniform ±6, {2 * n}² (4× N)": ref_grid,
     }
 
-    def radius_99(mu):
-        r = np.linalg.norm(np.asarray(mu.positions), axis=1)
-        w = np.abs(np.asarray(mu.masses))
-        order = np.argsort(r)
-        return float(r[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.99)])
-
     rows = [
         dict(
             name="radial_gd",
@@ -338,7 +347,7 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
             F_T=float(gd.objective[-1]),
             m=particles.width,
             T=T,
-            radius_99=radius_99(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))),
+            radius_99=_radius_99(Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))),
         )
     ]
     _print(rows)
@@ -368,7 +377,100 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
                 F_T=float(traj.objective[-1]),
                 F_T_gd=float(gd.objective[-1]),
                 rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
-                radius_99=radius_99(mu),
+                radius_99=_radius_99(mu),
+            )
+        )
+        _print(rows[-1:])
+    return rows
+
+
+def radial_lifted_rows(T: float = 3.0, n: int = 40) -> list[dict]:
+    """The radial-scale comparison of :func:`radial_rows` for ``lifted`` on 3-D grids over (w₁, w₂, α).
+
+    The same teacher (output scale 2), data, loss, initial law N(0, 0.3² I₃), τ = 0.1 and T; grids of
+    about n³ points: a small uniform box ±1.5, a large one ±6, the log-radial ``symlog_grid`` (all three
+    axes, or the α axis only with w uniform on ±6), the two-scale union ±1.5 ∪ ±6 of two m³ blocks
+    (m = n/2^{1/3}), and the large box at (2n)³ (8× N). ε = 2h² of the finest spacing (≥ 0.01);
+    non-uniform grids also with ε = 2h² of their coarsest spacing. GD: η = 2e-3 from the same initial
+    density as weighted atoms (a 40³ quadrature on ±1.5). Reported: F(T), the relative output distance to
+    GD at T, the 99 % radius of |θ| (``radius_99``) and of |w| and |α| apart (``w_99``, ``alpha_99``),
+    and ``edge_mass``: the mass on the outermost grid points (the box's faces; GD's row: the mass beyond 6).
+    """
+    from wgflow import Measure
+    from wgflow.flows import explicit_gd
+    from wgflow.flows.jko import jko
+    from wgflow.grid import Axis, Grid, GridMeasure, symlog_grid, two_scale_grid
+
+    ds = teacher_student(jax.random.PRNGKey(2), 40, 2, 2)
+    obj = make_objective(ds.X, 2.0 * ds.y, "lifted", lam=1e-3, reduction="mean")  # a teacher of output scale 2
+    std = 0.3
+    fine = box_grid(-1.5, 1.5, (40, 40, 40))
+    particles = GridMeasure(fine, initial_grid_density(fine, "gaussian", std=std), (1.0,)).to_measure()
+    t0 = time.perf_counter()
+    gd = explicit_gd(obj, particles, 2e-3, int(round(T / 2e-3)))
+    t_gd = time.perf_counter() - t0
+    mu_gd = Measure(jnp.asarray(gd.final.positions), jnp.asarray(gd.final.masses))
+    f_gd = obj.outputs(mu_gd)
+
+    def where(mu) -> dict:
+        x, w = np.asarray(mu.positions), np.asarray(mu.masses)
+        return dict(radius_99=_radius_99(mu), w_99=_quantile_99(np.linalg.norm(x[:, :2], axis=1), w), alpha_99=_quantile_99(np.abs(x[:, 2]), w))
+
+    x_gd = np.asarray(mu_gd.positions)
+    rows = [
+        dict(
+            name="radial_lifted_gd",
+            seconds=t_gd,
+            baseline_seconds=None,
+            ratio=None,
+            F_T=float(gd.objective[-1]),
+            m=particles.width,
+            T=T,
+            edge_mass=float(np.asarray(mu_gd.masses)[np.abs(x_gd).max(axis=1) > 6.0].sum()),
+            **where(mu_gd),
+        )
+    ]
+    _print(rows)
+    m = int(round(n / 2 ** (1 / 3)))
+    grids = {
+        f"uniform ±1.5, {n}³": box_grid(-1.5, 1.5, (n,) * 3),
+        f"uniform ±6, {n}³": box_grid(-6.0, 6.0, (n,) * 3),
+        f"symlog ±6 (linear 0.75), {n}³": symlog_grid(6.0, (n,) * 3, 0.75),
+        f"w uniform ±6, α symlog ±6 (linear 0.75), {n}³": Grid(((Axis.uniform(-6.0, 6.0, n),) * 2 + (Axis.symlog(6.0, n, 0.75),),)),
+        f"two-scale ±1.5 ∪ ±6, 2×{m}³": two_scale_grid(box_grid(-1.5, 1.5, (m,) * 3), 4.0),
+        f"uniform ±6, {2 * n}³ (8× N)": box_grid(-6.0, 6.0, (2 * n,) * 3),
+    }
+    runs = []
+    for label, grid in grids.items():
+        runs.append((label, grid, max(2 * grid.min_spacing**2, 0.01)))
+        if grid.spacing > 1.01 * grid.min_spacing:
+            runs.append((label + ", ε from coarsest h", grid, 2 * grid.spacing**2))
+    for label, grid, eps in runs:
+        p0 = initial_grid_density(grid, "gaussian", std=std)
+        t0 = time.perf_counter()
+        traj = jko(obj, p0, 0.1, int(round(T / 0.1)), grid=grid, blur=eps)
+        secs = time.perf_counter() - t0
+        mu = GridMeasure(grid, traj.final.masses, (1.0,)).to_measure()
+        f = obj.outputs(mu)
+        xi = grid.coords()
+        lo, hi = xi.min(axis=0), xi.max(axis=0)
+        edge = np.any((xi <= lo + 1e-12) | (xi >= hi - 1e-12), axis=1)
+        rows.append(
+            dict(
+                name=f"radial lifted: {label}",
+                seconds=secs,
+                baseline_seconds=None,
+                ratio=None,
+                N=grid.size,
+                eps=eps,
+                h_min=grid.min_spacing,
+                h_max=grid.spacing,
+                status=traj.status,
+                F_T=float(traj.objective[-1]),
+                F_T_gd=float(gd.objective[-1]),
+                rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
+                edge_mass=float(np.asarray(traj.final.masses).reshape(-1)[edge].sum()),
+                **where(mu),
             )
         )
         _print(rows[-1:])
@@ -414,11 +516,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON")
-    ap.add_argument("--radial", action="store_true", help="run only the radial-scale comparison (docs/jko.md §9)")
+    ap.add_argument("--radial", action="store_true", help="run only the radial-scale comparison (docs/jko.md §9): split, 2-D grids")
+    ap.add_argument("--radial-lifted", action="store_true", help="run only the radial-scale comparison for lifted, 3-D grids over (w, α)")
+    ap.add_argument("--n", type=int, default=None, help="points per axis of the radial comparison (default 64 in 2-D, 40 in 3-D)")
     args = ap.parse_args(argv)
-    if args.radial:
+    if args.radial or args.radial_lifted:
         jax.config.update("jax_enable_x64", True)
-        rows = radial_rows()
+        rows = []
+        if args.radial:
+            rows += radial_rows() if args.n is None else radial_rows(n=args.n)
+        if args.radial_lifted:
+            rows += radial_lifted_rows() if args.n is None else radial_lifted_rows(n=args.n)
     else:
         rows = run(args.quick)
         _print(rows)
