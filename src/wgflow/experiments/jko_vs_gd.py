@@ -420,6 +420,13 @@ def estimate(cfg: Config) -> list[Need]:
                 field, fix = "ladder.solvers", "the Dykstra solver keeps an n × n matrix: remove 'dykstra' from the solvers, or use fewer data points"
             needs.append(Need(f"JKO {space} {_grid_label(grid)} (τ = {r.tau:g})", est["total"], field, fix))
     grids = [max(needs, key=lambda nd: nd.nbytes)] if needs else []  # rungs run one after another
+    # the Sinkhorn divergences on the largest grid (measured: 0.61 GiB above the process's own at
+    # 96³, float64, i.e. about 90 numbers a grid point) and the process itself (Python, JAX, its programs)
+    largest = max((space_grid(cfg, sp, r.h).size for sp in cfg.spaces for r in all_rungs if space_grid(cfg, sp, r.h).size <= _max_points(cfg, sp)), default=0)
+    grids += [
+        Need(f"Sinkhorn divergences ({largest} grid points)", 90.0 * largest * item, atoms_field, "use fewer cells on the finest rung"),
+        Need("the process (Python, JAX, compiled programs)", 0.3 * 2**30, "spaces", "run fewer spaces at once"),
+    ]
 
     def particles(m: int) -> float:
         return (12.0 * m * 4 + 4.0 * min(n * m, 2**20) + 2.0 * S * m * 4) * item
