@@ -314,7 +314,6 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
     """
     from wgflow import Measure
     from wgflow.flows import explicit_gd
-    from wgflow.flows.jko import jko
     from wgflow.grid import GridMeasure, symlog_grid, two_scale_grid
 
     ds = teacher_student(jax.random.PRNGKey(2), 40, 2, 2)
@@ -351,21 +350,43 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
         )
     ]
     _print(rows)
+    return rows + _radial_jko_rows(
+        obj,
+        grids,
+        float(gd.objective[-1]),
+        f_gd,
+        T,
+        std=std,
+        signs=(1.0, -1.0),
+        prefix="radial",
+        describe=lambda mu, traj, grid: dict(radius_99=_radius_99(mu)),
+    )
+
+
+def _radial_jko_rows(obj, grids: dict, F_gd: float, f_gd, T: float, *, std: float, signs: tuple, prefix: str, describe) -> list[dict]:
+    """One row per grid of ``grids`` (label → Grid) and ε: the JKO flow (τ = 0.1) to T from the
+    Gaussian N(0, std²) on the grid, with ε = 2h² of the finest spacing (≥ 0.01) and, on a
+    non-uniform grid, also of the coarsest; against GD's final F and outputs. ``describe(mu,
+    traj, grid)`` adds where the mass went."""
+    from wgflow.flows.jko import jko
+    from wgflow.grid import GridMeasure
+
     runs = []
     for label, grid in grids.items():
         runs.append((label, grid, max(2 * grid.min_spacing**2, 0.01)))
         if grid.spacing > 1.01 * grid.min_spacing:
             runs.append((label + ", ε from coarsest h", grid, 2 * grid.spacing**2))
+    rows = []
     for label, grid, eps in runs:
-        p0 = initial_grid_density(grid, "gaussian", std=std, components=2)
+        p0 = initial_grid_density(grid, "gaussian", std=std, components=len(signs))
         t0 = time.perf_counter()
         traj = jko(obj, p0, 0.1, int(round(T / 0.1)), grid=grid, blur=eps)
         secs = time.perf_counter() - t0
-        mu = GridMeasure(grid, traj.final.masses, (1.0, -1.0)).to_measure()
+        mu = GridMeasure(grid, traj.final.masses, signs).to_measure()
         f = obj.outputs(mu)
         rows.append(
             dict(
-                name=f"radial: {label}",
+                name=f"{prefix}: {label}",
                 seconds=secs,
                 baseline_seconds=None,
                 ratio=None,
@@ -375,9 +396,9 @@ def radial_rows(T: float = 3.0, n: int = 64) -> list[dict]:
                 h_max=grid.spacing,
                 status=traj.status,
                 F_T=float(traj.objective[-1]),
-                F_T_gd=float(gd.objective[-1]),
+                F_T_gd=F_gd,
                 rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
-                radius_99=_radius_99(mu),
+                **describe(mu, traj, grid),
             )
         )
         _print(rows[-1:])
@@ -398,7 +419,6 @@ def radial_lifted_rows(T: float = 3.0, n: int = 40) -> list[dict]:
     """
     from wgflow import Measure
     from wgflow.flows import explicit_gd
-    from wgflow.flows.jko import jko
     from wgflow.grid import Axis, Grid, GridMeasure, symlog_grid, two_scale_grid
 
     ds = teacher_student(jax.random.PRNGKey(2), 40, 2, 2)
@@ -440,41 +460,14 @@ def radial_lifted_rows(T: float = 3.0, n: int = 40) -> list[dict]:
         f"two-scale ±1.5 ∪ ±6, 2×{m}³": two_scale_grid(box_grid(-1.5, 1.5, (m,) * 3), 4.0),
         f"uniform ±6, {2 * n}³ (8× N)": box_grid(-6.0, 6.0, (2 * n,) * 3),
     }
-    runs = []
-    for label, grid in grids.items():
-        runs.append((label, grid, max(2 * grid.min_spacing**2, 0.01)))
-        if grid.spacing > 1.01 * grid.min_spacing:
-            runs.append((label + ", ε from coarsest h", grid, 2 * grid.spacing**2))
-    for label, grid, eps in runs:
-        p0 = initial_grid_density(grid, "gaussian", std=std)
-        t0 = time.perf_counter()
-        traj = jko(obj, p0, 0.1, int(round(T / 0.1)), grid=grid, blur=eps)
-        secs = time.perf_counter() - t0
-        mu = GridMeasure(grid, traj.final.masses, (1.0,)).to_measure()
-        f = obj.outputs(mu)
+
+    def faces_and_where(mu, traj, grid) -> dict:
         xi = grid.coords()
         lo, hi = xi.min(axis=0), xi.max(axis=0)
         edge = np.any((xi <= lo + 1e-12) | (xi >= hi - 1e-12), axis=1)
-        rows.append(
-            dict(
-                name=f"radial lifted: {label}",
-                seconds=secs,
-                baseline_seconds=None,
-                ratio=None,
-                N=grid.size,
-                eps=eps,
-                h_min=grid.min_spacing,
-                h_max=grid.spacing,
-                status=traj.status,
-                F_T=float(traj.objective[-1]),
-                F_T_gd=float(gd.objective[-1]),
-                rel_output_distance_to_gd=float(jnp.linalg.norm(f - f_gd) / jnp.linalg.norm(f_gd)),
-                edge_mass=float(np.asarray(traj.final.masses).reshape(-1)[edge].sum()),
-                **where(mu),
-            )
-        )
-        _print(rows[-1:])
-    return rows
+        return dict(edge_mass=float(np.asarray(traj.final.masses).reshape(-1)[edge].sum()), **where(mu))
+
+    return rows + _radial_jko_rows(obj, grids, float(gd.objective[-1]), f_gd, T, std=std, signs=(1.0,), prefix="radial lifted", describe=faces_and_where)
 
 
 def run(quick: bool = False) -> list[dict]:
