@@ -48,11 +48,15 @@ def peak_rss_bytes() -> int:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
 
 
+def with_this_wgflow(script: str) -> str:
+    """``script`` preceded by this process's ``sys.path``, so that a child Python imports this wgflow."""
+    return f"import sys\nsys.path[:0] = {sys.path!r}\n" + script
+
+
 def run_fresh(script: str, *, env: dict | None = None, timeout: float = 3600) -> dict:
     """Run ``script`` in a fresh Python process that imports this wgflow, and return the JSON its
     last line of output prints. Raises RuntimeError with the end of its stderr if it fails."""
-    header = f"import sys\nsys.path[:0] = {sys.path!r}\n"
-    proc = subprocess.run([sys.executable, "-c", header + script], env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-c", with_this_wgflow(script)], env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from wgflow.benchmarks.common import row, run_fresh
+from wgflow.benchmarks.common import row, run_fresh, with_this_wgflow
 from wgflow.distributed import free_port
 
 SCRIPT = textwrap.dedent(
@@ -53,7 +53,7 @@ def _time(shard: bool, devices: int, n: int, m: int, d: int) -> dict:
 def _time_processes(processes: int, devices_each: int, n: int, m: int, d: int, timeout: float = 1800) -> dict:
     """The step sharded over ``processes`` local processes of one job × ``devices_each`` host devices; process 0's time."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}", JAX_PLATFORMS="cpu", WGFLOW_CACHE="off")
-    script = f"import sys\nsys.path[:0] = {sys.path!r}\n" + SCRIPT.format(n=n, m=m, d=d, shard=True, processes=processes)
+    script = with_this_wgflow(SCRIPT.format(n=n, m=m, d=d, shard=True, processes=processes))
     address = f"127.0.0.1:{free_port()}"
     procs = [
         subprocess.Popen([sys.executable, "-c", script, address, str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
