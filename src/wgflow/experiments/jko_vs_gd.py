@@ -400,13 +400,14 @@ def estimate(cfg: Config) -> list[Need]:
     n, item, S = cfg.data.n, 8, cfg.compare.snapshots
     needs = []
     all_rungs = rungs(cfg)
-    atoms, atoms_field = 0, "ladder"
+    atoms, atoms_field, largest = 0, "ladder", 0
     for space in cfg.spaces:
         C = 2 if space in ("split", "signed") else 1
         for r in all_rungs:
             grid = space_grid(cfg, space, r.h)
             if grid.size > _max_points(cfg, space):
                 continue
+            largest = max(largest, grid.size)
             field = f"ladder[{r.index}].cells" if r.ladder == "to_gd" else "fixed_temperature.taus"
             if C * grid.size > atoms:
                 atoms, atoms_field = C * grid.size, field
@@ -422,7 +423,6 @@ def estimate(cfg: Config) -> list[Need]:
     grids = [max(needs, key=lambda nd: nd.nbytes)] if needs else []  # rungs run one after another
     # the Sinkhorn divergences on the largest grid (measured: 0.61 GiB above the process's own at
     # 96³, float64, i.e. about 90 numbers a grid point) and the process itself (Python, JAX, its programs)
-    largest = max((space_grid(cfg, sp, r.h).size for sp in cfg.spaces for r in all_rungs if space_grid(cfg, sp, r.h).size <= _max_points(cfg, sp)), default=0)
     grids += [
         Need(f"Sinkhorn divergences ({largest} grid points)", 90.0 * largest * item, atoms_field, "use fewer cells on the finest rung"),
         Need("the process (Python, JAX, compiled programs)", 0.3 * 2**30, "spaces", "run fewer spaces at once"),
@@ -742,7 +742,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
                 gs, gs_mus = _Flow.of(rec), _unstack_measures("saved/", rec)
                 sampled_dist = [_relative_distance(obj.outputs(mu), f, ds.y) for mu, f in zip(gs_mus, ref_gd.outputs)]
                 results.update({"sampled/objective": gs.objective, "sampled/output_distance": np.array(sampled_dist)})
-                results.update({"sampled/positions": np.stack([np.asarray(mu.positions) for mu in gs_mus]), "sampled/masses": np.asarray(gs_mus[0].masses)})
+                results.update({"sampled/positions": rec["saved/positions"], "sampled/masses": rec["saved/masses"][0]})
                 gd_summary[space].update(
                     {
                         "sampled_particles": cfg.gd.particles,
