@@ -95,9 +95,9 @@ def test_grid_measure_uses_the_grid_kernel_and_the_periodic_cost():
     rng = np.random.default_rng(0)
     lw, h = jnp.asarray(rng.normal(size=grid.size)), jnp.asarray(rng.normal(size=grid.size))
     xi = jnp.asarray(grid.coords())
-    sep = _softmin_grid(grid, lw, h, 0.05)
     dense = _softmin_dense(xi, xi, lw, h, 0.05, grid.periods)
-    np.testing.assert_allclose(sep, dense, rtol=0, atol=1e-11)
+    for kernel in ("log", "stabilised"):
+        np.testing.assert_allclose(_softmin_grid(grid, lw, h, 0.05, kernel), dense, rtol=0, atol=1e-11)
     # a sphere-grid measure against particles: compared on the angle (wrapped) × scale
     p = initial_grid_density(grid, "gaussian", mean=[0.0, 0.0], std=[1.0, 0.3])  # uniform in angle: tilt it
     p = (p.reshape(24, 16) * (1 + 0.8 * np.cos(grid.blocks[0][0].points))[:, None]).reshape(1, -1)
@@ -134,6 +134,29 @@ def test_two_measures_on_one_grid_use_the_separable_cross_term():
     assert separable.converged and dense.converged
     assert np.isclose(separable.value, dense.value, rtol=1e-8, atol=1e-12)
     assert separable.value > 0.05 * 0.3**2
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        box_grid(-2.0, 2.0, (14, 12, 10)),  # a 3-D grid, as the lifted JKO study's
+        Grid(((Axis.periodic(30), Axis.uniform(-1.5, 1.5, 16)),), embedding="circle"),  # a sphere grid
+    ],
+    ids=["3d", "sphere"],
+)
+@pytest.mark.parametrize("blur", [0.3, 0.02])  # 0.02: below h² ≈ 0.08; exp(−c/ε) underflows across the box (c/ε up to 800)
+def test_stabilised_and_log_domain_kernels_give_the_same_divergence(grid, blur):
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=grid.size) * (rng.uniform(size=grid.size) < 0.6)  # zero masses too
+    q = rng.uniform(size=grid.size) ** 3
+    a, b = GridMeasure(grid, p[None] / p.sum()), GridMeasure(grid, q[None] / q.sum())
+    log = sinkhorn_divergence(a, b, blur, tol=1e-7, kernel="log")
+    stab = sinkhorn_divergence(a, b, blur, tol=1e-7, kernel="stabilised")
+    assert log.converged and stab.converged and stab.iterations == log.iterations
+    assert np.isclose(stab.value, log.value, rtol=1e-9, atol=1e-13)
+    assert log.value > 1e-3  # different measures: a divergence well above rounding
+    with pytest.raises(InputError, match="kernel"):
+        sinkhorn_divergence(a, b, blur, kernel="fast")
 
 
 def test_sample_from_grid():
