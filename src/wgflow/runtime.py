@@ -91,9 +91,18 @@ def release_compiled_programs(fraction: float = 0.5) -> bool:
     counts = _memory_maps()
     if counts is None or counts[0] <= fraction * counts[1]:
         return False
+    drop_compiled_programs()
+    return True
+
+
+def drop_compiled_programs() -> None:
+    """Drop JAX's in-memory compiled programs now (``jax.clear_caches``) and collect what they held.
+
+    Compiled CPU programs also hold memory: a ``jko-vs-gd --quick`` run of four measure spaces peaked
+    at 1.96 GiB keeping them and at 0.99 GiB dropping them between parts. A study calls this where
+    the next programs will differ anyway (a new measure space)."""
     jax.clear_caches()
     gc.collect()
-    return True
 
 
 class CompileTimer:
