@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 
@@ -346,41 +346,53 @@ def particles_gif(
     return _gif_blit(fig, update, frames, fps, moving)
 
 
+def _encode_gif(render: Callable[[int], np.ndarray], frames, fps: int, colors: int = 64) -> bytes:
+    """An animated GIF of the RGB frames ``render(i)``, i in ``frames``, all in one palette of
+    ``colors`` taken from the last frame (the fullest: every trail drawn). One palette keeps the
+    colours steady from frame to frame, and mapping a frame onto it costs a fraction of choosing
+    a palette per frame (60 frames of the main job: 0.3 s against 4.4 s)."""
+    from PIL import Image
+
+    palette = Image.fromarray(render(int(frames[-1]))).quantize(colors=colors)
+    images = [Image.fromarray(render(int(i))).quantize(palette=palette, dither=Image.Dither.NONE) for i in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
 def _gif_blit(fig, draw_frame, frames, fps: int, moving) -> bytes:
     """As :func:`_gif`, drawing the still parts (axes, ticks, labels, rays) once and, per frame,
     only the ``moving`` artists ((axes or figure, artist) pairs) over them; closes ``fig``."""
-    from PIL import Image
-
     for _, artist in moving:
         artist.set_animated(True)
     fig.canvas.draw()
     background = fig.canvas.copy_from_bbox(fig.bbox)
-    images = []
-    for i in frames:
+
+    def render(i):
         fig.canvas.restore_region(background)
         draw_frame(i)
         for owner, artist in moving:
             owner.draw_artist(artist)
-        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
-    plt.close(fig)
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3]
+
+    try:
+        return _encode_gif(render, frames, fps)
+    finally:
+        plt.close(fig)
 
 
 def _gif(fig, draw_frame, frames, fps: int) -> bytes:
     """Render ``draw_frame(i)`` for each i of ``frames`` on ``fig`` into an animated GIF (bytes); closes ``fig``."""
-    from PIL import Image
 
-    images = []
-    for i in frames:
+    def render(i):
         draw_frame(i)
         fig.canvas.draw()
-        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]).quantize(colors=64))
-    plt.close(fig)
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3]
+
+    try:
+        return _encode_gif(render, frames, fps)
+    finally:
+        plt.close(fig)
 
 
 def panels(
