@@ -22,14 +22,28 @@ _COMPILE_EVENTS = (
     "/jax/compilation_cache/cache_retrieval_time_sec",
 )
 _lock = threading.Lock()
-_total = [0.0]
+_intervals: list[tuple[float, float, int]] = []  # (start, end, thread) of each compilation while a timer is open
+_open_timers = [0]
 _registered = [False]
 
 
 def _listener(event: str, duration: float, **kwargs) -> None:
     if event in _COMPILE_EVENTS:
+        end = time.perf_counter()
         with _lock:
-            _total[0] += duration
+            if _open_timers[0]:
+                _intervals.append((end - duration, end, threading.get_ident()))
+
+
+def _covered(intervals: list[tuple[float, float]], t0: float, t1: float) -> float:
+    """The length of the union of the intervals (start, end) within [t0, t1]."""
+    total, reach = 0.0, t0
+    for a, b in sorted(intervals):
+        a, b = max(a, reach), min(b, t1)
+        if b > a:
+            total += b - a
+            reach = b
+    return total
 
 
 def default_cache_dir() -> Path:
@@ -106,17 +120,34 @@ def drop_compiled_programs() -> None:
 
 
 class CompileTimer:
-    """``with CompileTimer() as t: ...`` then ``t.compile_seconds`` (lowering and compiling, or
-    loading from the cache) and ``t.seconds`` (wall time)."""
+    """``with CompileTimer() as t: ...`` then ``t.compile_seconds`` and ``t.seconds`` (wall time).
+
+    ``compile_seconds`` is the wall time during which something was being lowered and compiled
+    (or loaded from the cache): where threads compile at once (the groups of a sweep), their
+    compilations count once, so that ``seconds − compile_seconds`` is the time spent on
+    anything else. ``this_thread``: count only this thread's compilations (one solve call
+    among others running in threads)."""
+
+    def __init__(self, this_thread: bool = False):
+        self.this_thread = this_thread
 
     def __enter__(self):
-        if not _registered[0]:
-            jax.monitoring.register_event_duration_secs_listener(_listener)
-            _registered[0] = True
-        self._c0, self._t0 = _total[0], time.perf_counter()
+        with _lock:
+            if not _registered[0]:
+                jax.monitoring.register_event_duration_secs_listener(_listener)
+                _registered[0] = True
+            _open_timers[0] += 1
+        self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
-        self.compile_seconds = _total[0] - self._c0
-        self.seconds = time.perf_counter() - self._t0
+        t1 = time.perf_counter()
+        with _lock:
+            me = threading.get_ident()
+            mine = [(a, b) for a, b, thread in _intervals if not self.this_thread or thread == me]
+            self.compile_seconds = _covered(mine, self._t0, t1)
+            _open_timers[0] -= 1
+            if not _open_timers[0]:
+                _intervals.clear()
+        self.seconds = t1 - self._t0
         return False

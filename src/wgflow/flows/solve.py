@@ -876,7 +876,7 @@ def solve(
     require(isinstance(saveat, SaveAt), "saveat", "must be a wgflow.flows.SaveAt", value=saveat)
     K = int(num_steps)
 
-    with CompileTimer() as timer:
+    with CompileTimer(this_thread=True) as timer:
         start = _time.perf_counter()
         loop, R = _start(flow, problem, x0, monitor, batched, name)
         etas = _etas(schedule, K, batched, R)
