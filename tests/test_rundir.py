@@ -249,16 +249,18 @@ def test_a_signal_checkpoints_at_the_block_in_progress_and_resumes_bit_identical
     out = tmp_path / "run"
 
     def interrupt_once_the_segment_runs():
-        if _wait_for(lambda: rundir._signals["segment"] is not None):
+        if _wait_for(lambda: bool(rundir._signals["segments"])):
             os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_once_the_segment_runs, daemon=True).start()
     assert main(["run", name, *q, *sets(one_segment), "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "at the end of the block of steps in progress" in err and "Resume with:" in err, err
-    (checkpoint,) = (out / "checkpoints").glob("*.npz")
-    _, step = checkpoint_header(checkpoint)
-    assert 0 < step < K, step  # a block ends every 1000 steps (fewer for a ResNet) and at each save
+    checkpoints = list((out / "checkpoints").glob("*.npz"))  # one per group of runs that had started
+    assert checkpoints
+    for checkpoint in checkpoints:
+        _, step = checkpoint_header(checkpoint)
+        assert 0 < step < K, (checkpoint.name, step)  # a block ends every 1000 steps (fewer for a ResNet) and at each save
     assert main(["run", name, *q, *sets(one_segment), "--resume", "--out", str(out)]) == 0
     assert_same_results(reference, out)
 
@@ -283,7 +285,7 @@ def test_a_signal_during_a_part_keeps_the_parts_done_and_resume_reads_them_back(
     out = tmp_path / "run"
 
     def interrupt_in_the_second_part():
-        if _wait_for(lambda: (rundir._signals["segment"] or ("",))[0] == second):
+        if _wait_for(lambda: second in rundir._signals["segments"]):
             os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_in_the_second_part, daemon=True).start()
@@ -423,3 +425,62 @@ def test_two_concurrent_runs_into_one_folder_one_refuses(tmp_path, reference):
     assert "Traceback" not in errs[loser]
     assert_same_results(reference, out)
     assert json.loads((out / MANIFEST).read_text())["state"] == "finished"
+
+
+def test_run_concurrently_keeps_the_order_and_raises_the_first_failure_after_stopping_the_others():
+    """Results come back in the tasks' order; when a task fails, the others see
+    interrupt_requested() (their pause hook) and stop, and the failure is what is raised."""
+    import threading
+
+    from wgflow.experiments import rundir
+
+    started = threading.Barrier(2, timeout=30)
+
+    def slow(i):
+        def task():
+            started.wait()
+            time.sleep(0.05 * (3 - i))  # finish out of order
+            return i
+
+        return task
+
+    assert rundir.run_concurrently([slow(1), slow(2)], workers=2) == [1, 2]
+    assert rundir.run_concurrently([lambda: 1, lambda: 2, lambda: 3], workers=1) == [1, 2, 3]
+
+    stopped = threading.Event()
+
+    def waits_for_a_stop():
+        deadline = time.monotonic() + 30
+        while not rundir.interrupt_requested():
+            assert time.monotonic() < deadline, "never asked to stop"
+            time.sleep(0.01)
+        stopped.set()
+        raise rundir._Aborted("stopped after its checkpoint")
+
+    def fails():
+        time.sleep(0.1)
+        raise ValueError("group 2 failed")
+
+    with pytest.raises(ValueError, match="group 2 failed"):
+        rundir.run_concurrently([waits_for_a_stop, fails], workers=2)
+    assert stopped.is_set() and not rundir.interrupt_requested()  # the flag is cleared for the next run
+
+
+def test_groups_trained_at_once_give_the_numbers_of_groups_trained_one_by_one(tmp_path):
+    """sweep.workers = 2 (two groups of runs in threads) against 1: every array of results.npz
+    and the metrics are bit-identical, and the checkpoints carry one fingerprint (a run may
+    resume with another sweep.workers)."""
+    from wgflow.experiments.teacher_student import checkpoint_fingerprint, group_workers
+
+    _, cfg = experiments.load("chizat-bach-relu", TINY + ["sweep.workers=2"])
+    assert group_workers(cfg, 2) == 2 and group_workers(cfg, 1) == 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    experiments.run("chizat-bach-relu", TINY + ["sweep.workers=1"], one, progress=False)
+    experiments.run("chizat-bach-relu", TINY + ["sweep.workers=2"], two, progress=False)
+    a, b = RunDir(one).load_npz("results.npz"), RunDir(two).load_npz("results.npz")
+    assert list(a.keys()) == list(b.keys())
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert (one / "metrics.csv").read_text() == (two / "metrics.csv").read_text()
+    _, cfg1 = experiments.load("chizat-bach-relu", TINY + ["sweep.workers=1"])
+    assert checkpoint_fingerprint(cfg1) == checkpoint_fingerprint(cfg)

@@ -19,7 +19,8 @@ uninterrupted run (the solve loop's state continues bit-identically from any ste
 **Signals.** Under :func:`stop_on_signals`, SIGINT or SIGTERM stops a run at the next
 checkpoint it can take: the block of steps in progress (:func:`interrupt_requested` as the solve
 loop's pause hook), or the part in progress (:func:`run_part`); at once outside them, or on a
-second signal, with :class:`RunInterrupted`.
+second signal, with :class:`RunInterrupted`. Segments that run at once in threads
+(:func:`run_concurrently`) each stop at their own block and checkpoint there.
 """
 
 from __future__ import annotations
@@ -446,6 +447,7 @@ class RunDir:
     def __init__(self, path: str | Path, manifest: dict | None = None):
         self.path = Path(path)
         self.manifest = manifest
+        self._lock = threading.RLock()  # the manifest is shared by the threads of run_concurrently
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -487,6 +489,11 @@ class RunDir:
     def set_state(self, state: str, message: str | None = None) -> None:
         """Record the run's state; any state but ``running`` releases the lock."""
         assert self.manifest is not None
+        with self._lock:
+            self._set_state(state, message)
+
+    def _set_state(self, state: str, message: str | None) -> None:
+        assert self.manifest is not None
         self.manifest["state"] = state
         self.manifest["message"] = message
         if state != RUNNING:
@@ -495,8 +502,10 @@ class RunDir:
 
     # -- files
     def write_bytes(self, name: str, data: bytes) -> Path:
-        target = self._claim(name, hashlib.sha256(data).hexdigest())
-        atomic_write_bytes(target, data)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            target = self._claim(name, digest)
+            atomic_write_bytes(target, data)
         return target
 
     def write_text(self, name: str, text: str) -> Path:
@@ -713,7 +722,13 @@ def running(rd: RunDir) -> Iterator[RunDir]:
 
 # --------------------------------------------------------------------------- signals
 
-_signals: dict[str, Any] = {"installed": False, "pending": None, "segment": None}
+#: ``pending``: the signal that asked the run to stop; ``segments``: what runs now, ``{key: (k0, k1)}``
+#: (k1 None for a part); ``abort``: a thread of :func:`run_concurrently` failed, the others stop
+_signals: dict[str, Any] = {"installed": False, "pending": None, "segments": {}, "abort": False}
+
+
+def _where(key: str, k0: int, k1: int | None) -> str:
+    return f"{key} (it {'runs again' if k1 is None else f'resumes from step {k0}'})"
 
 
 @contextlib.contextmanager
@@ -727,37 +742,94 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
         return
 
     def handler(signum, frame):
-        segment = _signals["segment"]
-        if _signals["pending"] is not None or segment is None:
-            if segment is None:
+        segments = dict(_signals["segments"])
+        if _signals["pending"] is not None or not segments:
+            if not segments:
                 raise RunInterrupted(signum, "stopped at once")
-            where = "runs again" if segment[2] is None else f"resumes from step {segment[1]}"
-            raise RunInterrupted(signum, f"stopped at once during {segment[0]}; it {where}")
+            raise RunInterrupted(signum, "stopped at once during " + ", ".join(_where(k, *ks) for k, ks in segments.items()))
         _signals["pending"] = signum
-        key, k0, k1 = segment
         name = signal.Signals(signum).name
-        if k1 is None:  # a part (run_part): it checkpoints when done
-            echo(f"{name}: stopping once {key} is done and checkpointed (signal again to stop at once: {key} then runs again)")
-        else:
-            echo(
-                f"{name}: stopping {key} at the end of the block of steps in progress and checkpointing there (signal again to stop at once: it then resumes from step {k0})"
-            )
+        for key, (k0, k1) in segments.items():
+            if k1 is None:  # a part (run_part): it checkpoints when done
+                echo(f"{name}: stopping once {key} is done and checkpointed (signal again to stop at once: {key} then runs again)")
+            else:
+                echo(
+                    f"{name}: stopping {key} at the end of the block of steps in progress and checkpointing there (signal again to stop at once: it then resumes from step {k0})"
+                )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    _signals.update(installed=True, pending=None, segment=None)
+    _signals.update(installed=True, pending=None, segments={}, abort=False)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _signals.update(installed=False, pending=None, segment=None)
+        _signals.update(installed=False, pending=None, segments={}, abort=False)
 
 
 def interrupt_requested() -> bool:
-    """Whether a signal asked the run to stop (under :func:`stop_on_signals`): a segment's
-    ``advance`` passes this as the solve loop's ``pause`` hook, so that the run checkpoints
-    at the block it reached instead of at the end of the segment."""
-    return _signals["pending"] is not None
+    """Whether the run must stop: a signal asked it to (under :func:`stop_on_signals`), or
+    another thread of :func:`run_concurrently` failed. A segment's ``advance`` passes this as
+    the solve loop's ``pause`` hook, so that the run checkpoints at the block it reached
+    instead of at the end of the segment."""
+    return _signals["pending"] is not None or _signals["abort"]
+
+
+class _Aborted(Exception):
+    """A thread of :func:`run_concurrently` stopped (after its checkpoint) because another failed."""
+
+
+def _stop_if_asked(detail: str) -> None:
+    pending = _signals["pending"]
+    if pending is not None:
+        raise RunInterrupted(pending, detail)
+    if _signals["abort"]:
+        raise _Aborted(detail)
+
+
+def run_concurrently(tasks: Sequence[Callable[[], Any]], workers: int, costs: Sequence[float] | None = None) -> list[Any]:
+    """``[task() for task in tasks]``, ``workers`` at a time, each in its own thread.
+
+    JAX runs compiled programs without the GIL, so independent sweeps of small programs (the
+    groups of runs of a teacher–student sweep: a few hundred µs a step, one core each) run side
+    by side on the cores. The results are those of the sequential loop, in order, bit for bit.
+    ``costs`` (one per task, any unit): the costliest tasks start first, so that the cheap ones
+    fill in beside them (longest processing time first). If a task fails, the others stop at
+    their next checkpoint (:func:`interrupt_requested`) and the first failure is raised; a
+    signal stops every task at its block, as for one."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [task() for task in tasks]
+    import concurrent.futures as cf
+
+    order = sorted(range(len(tasks)), key=lambda i: -costs[i]) if costs is not None else range(len(tasks))
+    results: list[Any] = [None] * len(tasks)
+    failures: list[BaseException] = []
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wgflow-group") as pool:
+        futures = {pool.submit(tasks[i]): i for i in order}
+        try:
+            pending = set(futures)
+            while pending:  # short waits: the main thread stays free to run the signal handler
+                done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
+                for f in done:
+                    exc = f.exception()
+                    if exc is None:
+                        results[futures[f]] = f.result()
+                    else:
+                        if not isinstance(exc, _Aborted):
+                            failures.append(exc)
+                        _signals["abort"] = True
+                        for g in pending:
+                            g.cancel()  # those not started yet
+        except BaseException:  # a second signal (at once) in the main thread: the tasks stop too
+            _signals["abort"] = True
+            raise
+        finally:
+            if _signals["abort"]:
+                pool.shutdown(wait=True, cancel_futures=True)
+            _signals["abort"] = False
+    if failures:
+        raise failures[0]
+    return results
 
 
 def run_segments(
@@ -796,7 +868,7 @@ def run_segments(
     try:
         while k < total_steps:
             k1 = min(k + segment, total_steps)
-            _signals["segment"] = (key, k, k1)
+            _signals["segments"][key] = (k, k1)
             out = advance(state, k, k1)
             state, rec = out[0], out[1]
             reached = int(out[2]) if len(out) > 2 else k1
@@ -807,16 +879,14 @@ def run_segments(
                 records[name] = arr if name not in records else np.concatenate([records[name], arr], axis=ax)
             k = reached
             run_dir.save_checkpoint(key, state, records, k, fingerprint)
-            pending = _signals["pending"]
-            if pending is not None:
-                raise RunInterrupted(pending, f"stopped after the checkpoint at step {k} of {key}")
+            _stop_if_asked(f"stopped after the checkpoint at step {k} of {key}")
             if on_segment is not None:
                 on_segment(k)
             done_here += 1
             if limit is not None and done_here >= int(limit) and k < total_steps:
                 raise SimulatedInterrupt(f"simulated interruption after {done_here} segment(s) at step {k}")
     finally:
-        _signals["segment"] = None
+        _signals["segments"].pop(key, None)
     return state, records
 
 
@@ -851,15 +921,13 @@ def run_part(run_dir: RunDir, key: str, compute: Callable[[], dict[str, Any]], *
         if loaded is not None:
             return _unpack_part(loaded[1])
     release_compiled_programs()
-    _signals["segment"] = (key, 0, None)
+    _signals["segments"][key] = (0, None)
     try:
         records = _pack_part(compute())
         run_dir.save_checkpoint(key, (), records, PART_DONE, fingerprint)
     finally:
-        _signals["segment"] = None
-    pending = _signals["pending"]
-    if pending is not None:
-        raise RunInterrupted(pending, f"stopped after the checkpoint of {key}")
+        _signals["segments"].pop(key, None)
+    _stop_if_asked(f"stopped after the checkpoint of {key}")
     return _unpack_part(records)
 
 

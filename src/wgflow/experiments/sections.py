@@ -150,6 +150,11 @@ class SweepSection(Section):
     one_program: bool | None = Field(
         None, description="run all widths as one vmapped program (padded); None: group consecutive widths while the padded batch is small"
     )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="groups of runs trained at once, each in a thread of its own (the results do not change); None: two per CPU core, at most one per group (always 1 under several processes or off the CPU)",
+    )
 
     @field_validator("widths")
     @classmethod

@@ -15,7 +15,9 @@ explicit particle gradient descent in mean-field time, checkpointed every
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -28,7 +30,7 @@ from pydantic import Field
 from wgflow import plots
 from wgflow.experiments import optimum_support
 from wgflow.experiments.config import RunName, Section, dump_toml
-from wgflow.experiments.rundir import Progress, RunDir, figure_files, file_digest, fingerprint, interrupt_requested, run_segments
+from wgflow.experiments.rundir import Progress, RunDir, figure_files, file_digest, fingerprint, interrupt_requested, run_concurrently, run_segments
 from wgflow.experiments.sections import (
     PLUGINS_HELP,
     ActivationName,
@@ -193,7 +195,8 @@ def snapshot_steps(num_steps: int, count: int) -> np.ndarray:
 
 
 def estimate(cfg: Config) -> list[Need]:
-    """Memory of the largest group of runs (groups run one after another), by item.
+    """Memory of the largest groups of runs that train at once (:func:`group_workers` of them;
+    a group: one parameterisation, consecutive widths), by item.
 
     Particles: state, previous state, velocity, trial step and the loop's copies (≈ 12
     arrays R × m × D); unit outputs: ≈ 4 arrays n × m per run, chunked beyond 2²⁰
@@ -207,25 +210,34 @@ def estimate(cfg: Config) -> list[Need]:
     d_in = cfg.data.d + int(cfg.data.bias)
     D = max(get_parameterisation(p).dim(d_in) for p in cfg.model.parameterisations)
     S = len(cfg.sweep.seeds)
-    R, M = max(((len(ws) * S, max(ws)) for ws in width_groups(cfg, n)), key=lambda rm: rm[0] * rm[1])
+    sizes = [(len(ws) * S, max(ws)) for _ in cfg.model.parameterisations for ws in width_groups(cfg, n)]
+    workers = min(cfg.sweep.workers, len(sizes)) if cfg.sweep.workers else default_workers(len(sizes))
+    at_once = sorted(sizes, key=lambda rm: rm[0] * rm[1], reverse=True)[:workers]
+    R, M = at_once[0]
+    runs = sum(r for r, _ in at_once)  # Σ R over the groups at once, Σ R·m, Σ R·min(n·m, 2²⁰)
+    atoms = sum(r * m for r, m in at_once)
+    units = sum(r * min(n * m, 2**20) for r, m in at_once)
+    what = f"{R} runs × {M} particles" if len(at_once) == 1 else f"{len(at_once)} groups at once ({runs} runs, {atoms} particles)"
     big_d = d_in > M
     particle_field = "data.d" if big_d else "sweep.widths"
     particle_fix = "use a smaller data.d" if big_d else "use smaller sweep.widths or fewer sweep.seeds (or model.dtype = 'float32')"
+    if len(at_once) > 1:
+        particle_fix += ", or train fewer groups at once (sweep.workers)"
     snaps = min(cfg.output.snapshots, K + 1)
     points = min(cfg.output.metrics_points, K + 1)
     many_snaps = snaps > 1000  # else the particles make the snapshots large
     return [
-        Need(f"{R} runs × {M} particles in R^{D}", 12.0 * R * M * D * item, particle_field, particle_fix),
-        Need(f"unit outputs ({n} data points × {M} particles × {R} runs)", 4.0 * R * min(n * M, 2**20) * item, "data.n", "use fewer data points (data.n)"),
+        Need(f"{what} in R^{D}", 12.0 * atoms * D * item, particle_field, particle_fix),
+        Need(f"unit outputs ({n} data points × {M} particles × {runs} runs)", 4.0 * units * item, "data.n", "use fewer data points (data.n)"),
         Need(
-            f"{snaps} snapshots of {R} × {M} particles",
-            3.0 * snaps * R * M * D * item,
+            f"{snaps} snapshots of {what}",
+            3.0 * snaps * atoms * D * item,
             "output.snapshots" if many_snaps else particle_field,
             "keep fewer states (output.snapshots)" if many_snaps else particle_fix + ", or keep fewer states (output.snapshots)",
         ),
         Need(
             f"{K} steps",
-            3.0 * K * 8 + 6.0 * R * min(K, cfg.output.checkpoint_every) * 8 + 4.0 * R * points * 8,
+            3.0 * K * 8 * len(at_once) + 6.0 * runs * min(K, cfg.output.checkpoint_every) * 8 + 4.0 * runs * points * 8,
             "train.num_steps",
             "use fewer train.num_steps, or a smaller output.checkpoint_every",
         ),
@@ -266,11 +278,37 @@ def checkpoint_fingerprint(cfg) -> str:
     """What a checkpoint of ``cfg`` must match to be resumed: the resolved config and, for a
     user's data file (``data.path``), its bytes (a resumed run must see the same numbers, not
     only the same path)."""
+    sweep = getattr(cfg, "sweep", None)
+    if getattr(sweep, "workers", None) is not None:  # how many groups train at once changes no number
+        cfg = cfg.model_copy(update={"sweep": sweep.model_copy(update={"workers": None})})
     fp = fingerprint(dump_toml(cfg))
     path = getattr(getattr(cfg, "data", None), "path", None)
     if path:
         fp = fingerprint(fp + (file_digest(Path(path)) or "unreadable"))
     return fp
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_workers(groups: int) -> int:
+    """Groups trained at once by default: two per CPU core, at most one per group. A group
+    alternates its compiled blocks of steps with host work (compiling, saving, checkpointing),
+    so two per core keep the cores busy: the main job on 2 cores took 94 s with 2 at once and
+    76 s with 4 (docs/performance.md)."""
+    return max(1, min(2 * usable_cores(), groups))
+
+
+def group_workers(cfg, groups: int) -> int:
+    """How many groups of runs :func:`train` trains at once: ``sweep.workers`` (at most
+    ``groups``), else :func:`default_workers`. 1 under several processes (their sweeps'
+    collectives must run in the same order on every process) and off the CPU (one device runs
+    one program at a time)."""
+    if jax.process_count() > 1 or jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(cfg.sweep.workers, groups)) if cfg.sweep.workers else default_workers(groups)
 
 
 def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = None) -> tuple[dict, dict, float, dict]:
@@ -280,6 +318,9 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
     data ``X``, ``y`` included, and each run's final measure (``{param}/m{m}/final_positions``,
     ``/masses``) — the certified optimum per parameterisation (or None), the wall time
     and each run's message. ``cfg`` needs the sections model, init, sweep, train, output.
+    The groups of runs (:func:`width_groups`, per parameterisation) train :func:`group_workers`
+    at a time in threads (:func:`~wgflow.experiments.rundir.run_concurrently`); each group's
+    numbers are those of a run alone.
     """
     dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     etas = cfg.train.etas()
@@ -293,22 +334,29 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
     results: dict[str, np.ndarray] = {"times": t[rec], "steps": rec, "snapshot_times": t[snaps], "seeds": np.asarray(cfg.sweep.seeds)}
     results["X"], results["y"] = np.asarray(ds.X), np.asarray(ds.y)  # the training data, as the objective saw it
     start = time.perf_counter()
-    optima, messages = {}, {}
     n_seeds = len(cfg.sweep.seeds)
+    objectives = {
+        p: make_objective(ds.X, ds.y, p, cfg.model.activation, cfg.model.loss, cfg.model.lam, cfg.model.reduction) for p in cfg.model.parameterisations
+    }
+    optima = {p: optimum_support.global_minimum(objectives[p]) for p in cfg.model.parameterisations}
     with Progress(len(groups) * K, cfg.name, enabled=progress) as bar:
-        for gi, (param, widths) in enumerate(groups):
-            objective = make_objective(ds.X, ds.y, param, cfg.model.activation, cfg.model.loss, cfg.model.lam, cfg.model.reduction)
-            if param not in optima:
-                optima[param] = optimum_support.global_minimum(objective)
+        done = [0] * len(groups)  # steps done by each group, for the bar
+        running: dict[int, str] = {}
+
+        def train_group(gi: int, param: str, widths: list[int]) -> tuple[dict, dict]:
+            label = f"{param} m={','.join(map(str, widths))}"
+            running[gi] = label
+            objective = objectives[param]
             mus = _initial_batch(cfg, param, widths, objective.d, dtype)
             state0 = {"loop": initial_loop_state(ExplicitGD(), objective, mus, monitor=monitor, batched=True)}
             said: dict[int, str] = {}  # each run's message from the segment that saw its failure
 
-            def advance(state, k0, k1, objective=objective, gi=gi, said=said):
+            def advance(state, k0, k1):
                 segment_snaps = snaps[(snaps > k0) & (snaps <= k1)]
 
                 def cb(k, _t, F):
-                    bar.update(gi * K + k, f"F median {np.nanmedian(F):.4g}", group=f"{param} m={','.join(map(str, widths))}")
+                    done[gi] = k
+                    bar.update(sum(done), f"F median {np.nanmedian(F):.4g}", group=" + ".join(running[i] for i in sorted(running)))
 
                 sol = explicit_gd_sweep(
                     objective,
@@ -338,17 +386,21 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
                 }
                 return {"loop": sol.loop}, out, k_end
 
-            state, records = run_segments(
-                rd,
-                f"{param}-m{'-'.join(map(str, widths))}",
-                K,
-                cfg.output.checkpoint_every,
-                state0,
-                advance,
-                resume=resume,
-                fingerprint=fp,
-                concat_axis={"objective": 1, "speed": 1},
-            )
+            try:
+                state, records = run_segments(
+                    rd,
+                    f"{param}-m{'-'.join(map(str, widths))}",
+                    K,
+                    cfg.output.checkpoint_every,
+                    state0,
+                    advance,
+                    resume=resume,
+                    fingerprint=fp,
+                    concat_axis={"objective": 1, "speed": 1},
+                )
+            finally:
+                running.pop(gi, None)
+            done[gi] = K
             loop = state["loop"]
             final = Measure(jnp.asarray(loop.state.positions), jnp.asarray(loop.state.masses))
             F_end, speed_end = (np.asarray(a) for a in _final_diagnostics(objective, final))
@@ -360,29 +412,39 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
             snaps_all = np.concatenate([np.asarray(mus.positions)[None], records["snap_positions"]], axis=0)
             # the last values of a run that stopped early: F and ‖v‖ at its last state
             last_F = F_end
+            out: dict[str, np.ndarray] = {}
+            group_messages: dict[str, list[str]] = {}
             for i, m in enumerate(widths):  # split the group back into widths (and drop the padding)
                 rows = slice(i * n_seeds, (i + 1) * n_seeds)
                 key = _group_key(param, m)
-                results[f"{key}/objective"] = objective_all[rows]
-                results[f"{key}/speed"] = speed_all[rows]
-                results[f"{key}/snapshots"] = snaps_all[:, rows, :m]
-                results[f"{key}/masses"] = np.asarray(final.masses)[rows, :m]
-                results[f"{key}/final_positions"] = np.asarray(final.positions)[rows, :m]
-                results[f"{key}/stop_step"] = stop_step[rows]
-                results[f"{key}/result"] = codes[rows]
-                results[f"{key}/last_objective"] = last_F[rows]
-                results[f"{key}/last_speed"] = speed_end[rows]
-                results[f"{key}/stop_time"] = t[np.minimum(stop_step[rows], K)]
-                results[f"{key}/retakes"] = np.asarray(loop.retakes)[rows]
-                results[f"{key}/max_substeps"] = 2 ** np.asarray(loop.max_level)[rows]
-                results[f"{key}/events"] = np.asarray(loop.events)[rows]
-                results[f"{key}/max_rise"] = np.asarray(loop.max_rise)[rows]
-                messages[key] = [
+                out[f"{key}/objective"] = objective_all[rows]
+                out[f"{key}/speed"] = speed_all[rows]
+                out[f"{key}/snapshots"] = snaps_all[:, rows, :m]
+                out[f"{key}/masses"] = np.asarray(final.masses)[rows, :m]
+                out[f"{key}/final_positions"] = np.asarray(final.positions)[rows, :m]
+                out[f"{key}/stop_step"] = stop_step[rows]
+                out[f"{key}/result"] = codes[rows]
+                out[f"{key}/last_objective"] = last_F[rows]
+                out[f"{key}/last_speed"] = speed_end[rows]
+                out[f"{key}/stop_time"] = t[np.minimum(stop_step[rows], K)]
+                out[f"{key}/retakes"] = np.asarray(loop.retakes)[rows]
+                out[f"{key}/max_substeps"] = 2 ** np.asarray(loop.max_level)[rows]
+                out[f"{key}/events"] = np.asarray(loop.events)[rows]
+                out[f"{key}/max_rise"] = np.asarray(loop.max_rise)[rows]
+                group_messages[key] = [
                     f"{param}, m = {m}, seed {seed}: " + said[i * n_seeds + r]
                     if i * n_seeds + r in said
                     else _run_message(param, m, seed, loop, i * n_seeds + r, K, t, monitor)
                     for r, seed in enumerate(cfg.sweep.seeds)
                 ]
+            return out, group_messages
+
+        tasks = [functools.partial(train_group, gi, param, widths) for gi, (param, widths) in enumerate(groups)]
+        messages: dict[str, list[str]] = {}
+        costs = [len(ws) * n_seeds * max(ws) for _, ws in groups]  # the padded batch's atoms: a step's cost
+        for out, group_messages in run_concurrently(tasks, group_workers(cfg, len(groups)), costs):
+            results.update(out)
+            messages.update(group_messages)
     seconds = time.perf_counter() - start
     for param, opt in optima.items():
         if opt is not None:
