@@ -54,7 +54,7 @@ def default_cache_dir() -> Path:
     return base / "wgflow" / "jax"
 
 
-def _processes_in_job() -> int:
+def processes_in_job() -> int:
     """How many processes this job has, from the launcher's environment (``--processes``, srun, mpirun)."""
     for key in ("WGFLOW_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
         with contextlib.suppress(ValueError, TypeError):
@@ -68,7 +68,7 @@ def enable_persistent_cache(path: str | Path | None = None, min_compile_seconds:
     Returns the folder, or None if it cannot be created, the job has several processes or
     ``WGFLOW_CACHE=off`` (then nothing is cached). Programs compiled under other ``XLA_FLAGS`` (e.g. another host device
     count) live in another subfolder, so that one setting never reads another's programs."""
-    if _processes_in_job() > 1 or os.environ.get("WGFLOW_CACHE", "").lower() in ("0", "off", "no", "false"):
+    if processes_in_job() > 1 or os.environ.get("WGFLOW_CACHE", "").lower() in ("0", "off", "no", "false"):
         return None
     folder = Path(path) if path is not None else default_cache_dir()
     folder = folder / ("flags-" + hashlib.sha256(os.environ.get("XLA_FLAGS", "").encode()).hexdigest()[:12])

@@ -723,8 +723,8 @@ def running(rd: RunDir) -> Iterator[RunDir]:
 # --------------------------------------------------------------------------- signals
 
 #: ``pending``: the signal that asked the run to stop; ``segments``: what runs now, ``{key: (k0, k1)}``
-#: (k1 None for a part); ``abort``: a thread of :func:`run_concurrently` failed, the others stop
-_signals: dict[str, Any] = {"installed": False, "pending": None, "segments": {}, "abort": False}
+#: (k1 None for a part)
+_signals: dict[str, Any] = {"installed": False, "pending": None, "segments": {}}
 
 
 def _where(key: str, k0: int, k1: int | None) -> str:
@@ -758,77 +758,102 @@ def stop_on_signals(echo: Callable[[str], None]) -> Iterator[None]:
                 )
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    _signals.update(installed=True, pending=None, segments={}, abort=False)
+    _signals.update(installed=True, pending=None, segments={})
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _signals.update(installed=False, pending=None, segments={}, abort=False)
+        _signals.update(installed=False, pending=None, segments={})
+
+
+#: the stop event of the :func:`run_concurrently` call a worker thread belongs to
+_worker = threading.local()
+
+
+def _stop_event() -> threading.Event | None:
+    return getattr(_worker, "stop", None)
 
 
 def interrupt_requested() -> bool:
     """Whether the run must stop: a signal asked it to (under :func:`stop_on_signals`), or
-    another thread of :func:`run_concurrently` failed. A segment's ``advance`` passes this as
-    the solve loop's ``pause`` hook, so that the run checkpoints at the block it reached
-    instead of at the end of the segment."""
-    return _signals["pending"] is not None or _signals["abort"]
+    another task of the same :func:`run_concurrently` call failed. A segment's ``advance``
+    passes this as the solve loop's ``pause`` hook, so that the run checkpoints at the block
+    it reached instead of at the end of the segment."""
+    stop = _stop_event()
+    return _signals["pending"] is not None or (stop is not None and stop.is_set())
 
 
 class _Aborted(Exception):
-    """A thread of :func:`run_concurrently` stopped (after its checkpoint) because another failed."""
+    """A task of :func:`run_concurrently` stopped (after its checkpoint) because another failed."""
 
 
 def _stop_if_asked(detail: str) -> None:
     pending = _signals["pending"]
     if pending is not None:
         raise RunInterrupted(pending, detail)
-    if _signals["abort"]:
+    stop = _stop_event()
+    if stop is not None and stop.is_set():
         raise _Aborted(detail)
 
 
 def run_concurrently(tasks: Sequence[Callable[[], Any]], workers: int, costs: Sequence[float] | None = None) -> list[Any]:
-    """``[task() for task in tasks]``, ``workers`` at a time, each in its own thread.
+    """``[task() for task in tasks]``, ``workers`` at a time, each in a thread of its own.
 
     JAX runs compiled programs without the GIL, so independent sweeps of small programs (the
     groups of runs of a teacher–student sweep: a few hundred µs a step, one core each) run side
     by side on the cores. The results are those of the sequential loop, in order, bit for bit.
     ``costs`` (one per task, any unit): the costliest tasks start first, so that the cheap ones
-    fill in beside them (longest processing time first). If a task fails, the others stop at
-    their next checkpoint (:func:`interrupt_requested`) and the first failure is raised; a
-    signal stops every task at its block, as for one."""
+    fill in beside them (longest processing time first).
+
+    If a task fails, the others stop at their next checkpoint (:func:`interrupt_requested`),
+    no further task starts, and the first failure is raised. A signal stops every task at its
+    block, as for one; a second signal (raised here, in the main thread) returns at once, and
+    the tasks still running stop at their next block on their own (daemon threads: they never
+    keep the process alive)."""
     if workers <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]
-    import concurrent.futures as cf
-
-    order = sorted(range(len(tasks)), key=lambda i: -costs[i]) if costs is not None else range(len(tasks))
+    todo = sorted(range(len(tasks)), key=lambda i: -costs[i]) if costs is not None else list(range(len(tasks)))
+    todo.reverse()  # popped from the end
     results: list[Any] = [None] * len(tasks)
+    finished = [False] * len(tasks)
     failures: list[BaseException] = []
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wgflow-group") as pool:
-        futures = {pool.submit(tasks[i]): i for i in order}
-        try:
-            pending = set(futures)
-            while pending:  # short waits: the main thread stays free to run the signal handler
-                done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
-                for f in done:
-                    exc = f.exception()
-                    if exc is None:
-                        results[futures[f]] = f.result()
-                    else:
-                        if not isinstance(exc, _Aborted):
-                            failures.append(exc)
-                        _signals["abort"] = True
-                        for g in pending:
-                            g.cancel()  # those not started yet
-        except BaseException:  # a second signal (at once) in the main thread: the tasks stop too
-            _signals["abort"] = True
-            raise
-        finally:
-            if _signals["abort"]:
-                pool.shutdown(wait=True, cancel_futures=True)
-            _signals["abort"] = False
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work() -> None:
+        _worker.stop = stop
+        while True:
+            with lock:
+                if not todo or stop.is_set() or _signals["pending"] is not None:
+                    return
+                i = todo.pop()
+            try:
+                results[i] = tasks[i]()
+                finished[i] = True
+            except BaseException as exc:
+                with lock:
+                    if not isinstance(exc, _Aborted):
+                        failures.append(exc)
+                stop.set()
+
+    threads = [threading.Thread(target=work, name=f"wgflow-group-{k}", daemon=True) for k in range(min(workers, len(tasks)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():  # short waits: the main thread stays free to run the signal handler
+                t.join(timeout=0.2)
+    except BaseException:  # a second signal (at once): the tasks stop at their next block
+        stop.set()
+        raise
     if failures:
         raise failures[0]
+    if not all(finished):  # a signal came before every task had started
+        pending = _signals["pending"]
+        if pending is not None:
+            raise RunInterrupted(pending, "stopped before every group had started")
+        raise RuntimeError("run_concurrently: a task neither finished nor failed")
     return results
 
 
@@ -858,7 +883,8 @@ def run_segments(
     concat_axis = concat_axis or {}
     records: dict[str, np.ndarray] = {}
     k = 0
-    release_compiled_programs()  # a long study of many shapes must not run out of memory maps
+    if threading.current_thread() is threading.main_thread():  # (run_concurrently's caller releases them)
+        release_compiled_programs()  # a long study of many shapes must not run out of memory maps
     if resume:
         loaded = run_dir.load_checkpoint(key, state, fingerprint)
         if loaded is not None:

@@ -32,8 +32,8 @@ from pydantic import Field, field_validator, model_validator
 
 from wgflow import plots
 from wgflow.experiments import teacher_student
-from wgflow.experiments.config import RunName, Section
-from wgflow.experiments.rundir import RunDir, figure_files
+from wgflow.experiments.config import RunName, Section, dump_toml
+from wgflow.experiments.rundir import RunDir, figure_files, fingerprint
 from wgflow.experiments.sections import PLUGINS_HELP, InitSection, OutputSection, PluginList, SweepSection
 from wgflow.resources import Need
 
@@ -183,7 +183,7 @@ def run(cfg: Config, rd: RunDir, *, resume: bool = False, progress: bool | None 
     for theta in cfg.angles.degrees:
         sub = sweep_config(cfg, theta)
         ds = sub.data.make(dtype)
-        view = _Prefixed(rd, _angle_key(theta) + "-", teacher_student.checkpoint_fingerprint(cfg))
+        view = _Prefixed(rd, _angle_key(theta) + "-", fingerprint(dump_toml(cfg)))
         results, optima, seconds, messages = teacher_student.train(sub, view, ds, resume=resume, progress=progress)
         summary = teacher_student.summarise(sub, results, optima, seconds, messages)
         per_angle.append((theta, sub, summary))

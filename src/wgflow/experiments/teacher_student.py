@@ -18,6 +18,7 @@ import csv
 import functools
 import io
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -51,6 +52,7 @@ from wgflow.init import initial_measure
 from wgflow.measure import Measure, stack_padded
 from wgflow.objective import Objective, make_objective
 from wgflow.resources import Need
+from wgflow.runtime import processes_in_job, release_compiled_programs
 from wgflow.units import Parameterisation
 
 KIND = "teacher_student"
@@ -212,6 +214,8 @@ def estimate(cfg: Config) -> list[Need]:
     S = len(cfg.sweep.seeds)
     sizes = [(len(ws) * S, max(ws)) for _ in cfg.model.parameterisations for ws in width_groups(cfg, n)]
     workers = min(cfg.sweep.workers, len(sizes)) if cfg.sweep.workers else default_workers(len(sizes))
+    if processes_in_job() > 1:  # group_workers: one group at a time under several processes
+        workers = 1
     at_once = sorted(sizes, key=lambda rm: rm[0] * rm[1], reverse=True)[:workers]
     R, M = at_once[0]
     runs = sum(r for r, _ in at_once)  # Σ R over the groups at once, Σ R·m, Σ R·min(n·m, 2²⁰)
@@ -278,9 +282,6 @@ def checkpoint_fingerprint(cfg) -> str:
     """What a checkpoint of ``cfg`` must match to be resumed: the resolved config and, for a
     user's data file (``data.path``), its bytes (a resumed run must see the same numbers, not
     only the same path)."""
-    sweep = getattr(cfg, "sweep", None)
-    if getattr(sweep, "workers", None) is not None:  # how many groups train at once changes no number
-        cfg = cfg.model_copy(update={"sweep": sweep.model_copy(update={"workers": None})})
     fp = fingerprint(dump_toml(cfg))
     path = getattr(getattr(cfg, "data", None), "path", None)
     if path:
@@ -339,8 +340,10 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
         p: make_objective(ds.X, ds.y, p, cfg.model.activation, cfg.model.loss, cfg.model.lam, cfg.model.reduction) for p in cfg.model.parameterisations
     }
     optima = {p: optimum_support.global_minimum(objectives[p]) for p in cfg.model.parameterisations}
+    release_compiled_programs()  # here, not in the threads: no program is dropped while another runs
     with Progress(len(groups) * K, cfg.name, enabled=progress) as bar:
         done = [0] * len(groups)  # steps done by each group, for the bar
+        shown, bar_lock = [0], threading.Lock()
         running: dict[int, str] = {}
 
         def train_group(gi: int, param: str, widths: list[int]) -> tuple[dict, dict]:
@@ -356,7 +359,10 @@ def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = 
 
                 def cb(k, _t, F):
                     done[gi] = k
-                    bar.update(sum(done), f"F median {np.nanmedian(F):.4g}", group=" + ".join(running[i] for i in sorted(running)))
+                    labels = dict(running)  # a copy: other threads add and remove their groups
+                    with bar_lock:
+                        shown[0] = max(shown[0], sum(done))
+                        bar.update(shown[0], f"F median {np.nanmedian(F):.4g}", group=" + ".join(labels[i] for i in sorted(labels)))
 
                 sol = explicit_gd_sweep(
                     objective,
