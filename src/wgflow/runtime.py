@@ -137,6 +137,7 @@ class CompileTimer:
                 jax.monitoring.register_event_duration_secs_listener(_listener)
                 _registered[0] = True
             _open_timers[0] += 1
+            self._first = len(_intervals)  # an interval is appended when it ends: only later ones can overlap
         self._t0 = time.perf_counter()
         return self
 
@@ -144,7 +145,7 @@ class CompileTimer:
         t1 = time.perf_counter()
         with _lock:
             me = threading.get_ident()
-            mine = [(a, b) for a, b, thread in _intervals if not self.this_thread or thread == me]
+            mine = [(a, b) for a, b, thread in _intervals[self._first :] if not self.this_thread or thread == me]
             self.compile_seconds = _covered(mine, self._t0, t1)
             _open_timers[0] -= 1
             if not _open_timers[0]:

@@ -490,15 +490,11 @@ class RunDir:
         """Record the run's state; any state but ``running`` releases the lock."""
         assert self.manifest is not None
         with self._lock:
-            self._set_state(state, message)
-
-    def _set_state(self, state: str, message: str | None) -> None:
-        assert self.manifest is not None
-        self.manifest["state"] = state
-        self.manifest["message"] = message
-        if state != RUNNING:
-            self.manifest.update(pid=None, pid_started=None)
-        self._save_manifest()
+            self.manifest["state"] = state
+            self.manifest["message"] = message
+            if state != RUNNING:
+                self.manifest.update(pid=None, pid_started=None)
+            self._save_manifest()
 
     # -- files
     def write_bytes(self, name: str, data: bytes) -> Path:

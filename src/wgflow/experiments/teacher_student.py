@@ -213,9 +213,8 @@ def estimate(cfg: Config) -> list[Need]:
     D = max(get_parameterisation(p).dim(d_in) for p in cfg.model.parameterisations)
     S = len(cfg.sweep.seeds)
     sizes = [(len(ws) * S, max(ws)) for _ in cfg.model.parameterisations for ws in width_groups(cfg, n)]
-    workers = min(cfg.sweep.workers, len(sizes)) if cfg.sweep.workers else default_workers(len(sizes))
-    if processes_in_job() > 1:  # group_workers: one group at a time under several processes
-        workers = 1
+    # as group_workers, read from the launcher's environment: the estimate runs before JAX starts
+    workers = 1 if processes_in_job() > 1 else requested_workers(cfg, len(sizes))
     at_once = sorted(sizes, key=lambda rm: rm[0] * rm[1], reverse=True)[:workers]
     R, M = at_once[0]
     runs = sum(r for r, _ in at_once)  # Σ R over the groups at once, Σ R·m, Σ R·min(n·m, 2²⁰)
@@ -294,22 +293,21 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_workers(groups: int) -> int:
-    """Groups trained at once by default: two per CPU core, at most one per group. A group
-    alternates its compiled blocks of steps with host work (compiling, saving, checkpointing),
-    so two per core keep the cores busy: the main job on 2 cores took 94 s with 2 at once and
-    76 s with 4 (docs/performance.md)."""
-    return max(1, min(2 * usable_cores(), groups))
+def requested_workers(cfg, groups: int) -> int:
+    """Groups to train at once on one CPU process: ``sweep.workers`` (at most ``groups``), by
+    default two per CPU core, at most one per group. A group alternates its compiled blocks of
+    steps with host work (compiling, saving, checkpointing), so two per core keep the cores
+    busy: the main job on 2 cores took 94 s with 2 at once and 76 s with 4 (docs/performance.md)."""
+    return max(1, min(cfg.sweep.workers or 2 * usable_cores(), groups))
 
 
 def group_workers(cfg, groups: int) -> int:
-    """How many groups of runs :func:`train` trains at once: ``sweep.workers`` (at most
-    ``groups``), else :func:`default_workers`. 1 under several processes (their sweeps'
-    collectives must run in the same order on every process) and off the CPU (one device runs
-    one program at a time)."""
+    """How many groups of runs :func:`train` trains at once: :func:`requested_workers`, but 1
+    under several processes (their sweeps' collectives must run in the same order on every
+    process) and off the CPU (one device runs one program at a time)."""
     if jax.process_count() > 1 or jax.default_backend() != "cpu":
         return 1
-    return max(1, min(cfg.sweep.workers, groups)) if cfg.sweep.workers else default_workers(groups)
+    return requested_workers(cfg, groups)
 
 
 def train(cfg, rd: RunDir, ds, *, resume: bool = False, progress: bool | None = None) -> tuple[dict, dict, float, dict]:
